@@ -1,0 +1,3 @@
+"""CLI commands (placeholder until implemented)."""
+
+from shiftbench.cli.app import app  # noqa: F401

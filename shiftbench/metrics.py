@@ -1,0 +1,207 @@
+"""Per-cell classification metrics with seeded, vectorised bootstrap confidence intervals.
+
+A *cell* is one checkpoint × shift × magnitude (× group). Point estimates come from
+scikit-learn. Confidence intervals come from a nonparametric bootstrap over samples, computed in
+one pass for all resamples: each resample is a row of multinomial counts ``w`` (how often every
+sample was drawn), and every metric is written as a weighted statistic of those counts, e.g.
+``accuracy_b = Σ_i w_bi·[pred_i = y_i] / Σ_i w_bi``. That is exactly the metric of the resampled
+data set (a sample drawn twice counts twice), without materialising the resampled arrays.
+
+The same ``seed`` gives the same resamples for every cell of the same samples (common random
+numbers), so CIs are reproducible and comparable across magnitudes and checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, roc_auc_score
+
+__all__ = [
+    "METRICS",
+    "bootstrap_weights",
+    "cell_metrics",
+    "weighted_accuracy",
+    "weighted_auroc",
+    "weighted_balanced_accuracy",
+    "weighted_binary_auroc",
+    "weighted_recall",
+]
+
+#: Metric names in the order they appear in ``metrics.csv`` (recall only for binary tasks).
+METRICS = ("accuracy", "balanced_accuracy", "auroc", "recall")
+
+# Bound the size of one block of resample weights (rows × samples) to keep memory flat.
+_MAX_BLOCK_ELEMENTS = 4_000_000
+
+
+def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """Resample counts ``[n_boot, n]`` (int32): row b says how often each sample is in resample b.
+
+    Equivalent to drawing ``n`` indices with replacement per resample
+    (``numpy.random.default_rng(seed).integers(0, n, (n_boot, n))``) and counting them.
+    """
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    flat = (idx + (np.arange(n_boot) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.int32)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def weighted_accuracy(w: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """Accuracy under each row of sample weights ``w`` [m, n] → [m]."""
+    correct = (labels == preds).astype(np.float64)
+    return _ratio(w @ correct, w.sum(axis=1, dtype=np.float64))
+
+
+def weighted_recall(
+    w: np.ndarray, labels: np.ndarray, preds: np.ndarray, positive: int = 1
+) -> np.ndarray:
+    """Recall (sensitivity) of class ``positive`` under each row of weights → [m] (NaN if absent)."""
+    is_pos = (labels == positive).astype(np.float64)
+    hit = ((labels == positive) & (preds == positive)).astype(np.float64)
+    return _ratio(w @ hit, w @ is_pos)
+
+
+def weighted_balanced_accuracy(
+    w: np.ndarray, labels: np.ndarray, preds: np.ndarray, num_classes: int
+) -> np.ndarray:
+    """Mean recall over the classes present in each resample (scikit-learn's definition) → [m]."""
+    recalls = np.stack(
+        [weighted_recall(w, labels, preds, c) for c in range(num_classes)], axis=1
+    )  # [m, C], NaN where class c has no sample in the resample
+    with np.errstate(invalid="ignore"):
+        present = np.isfinite(recalls)
+        return _ratio(np.where(present, recalls, 0.0).sum(axis=1), present.sum(axis=1))
+
+
+def weighted_binary_auroc(w: np.ndarray, is_positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUROC = P(score_pos > score_neg) + ½·P(tie), under each row of weights → [m].
+
+    Sorting once and summing weights per group of tied scores makes it O(m·n).
+    NaN where a resample has no positive or no negative sample.
+    """
+    order = np.argsort(scores, kind="stable")
+    s = scores[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    pos = is_positive[order].astype(bool)
+    w_sorted = w[:, order].astype(np.float64)
+    w_neg = np.where(pos, 0.0, w_sorted)
+    w_pos = np.where(pos, w_sorted, 0.0)
+    neg_in_group = np.add.reduceat(w_neg, starts, axis=1)  # [m, G]
+    pos_in_group = np.add.reduceat(w_pos, starts, axis=1)
+    neg_below = np.cumsum(neg_in_group, axis=1) - neg_in_group
+    wins = (pos_in_group * (neg_below + 0.5 * neg_in_group)).sum(axis=1)
+    return _ratio(wins, pos_in_group.sum(axis=1) * neg_in_group.sum(axis=1))
+
+
+def weighted_auroc(w: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Binary AUROC of ``probs[:, 1]``, or one-vs-rest macro AUROC for > 2 classes → [m].
+
+    For > 2 classes a resample in which some class is absent (or is everything) gets NaN, like
+    scikit-learn, which refuses to compute OvR AUROC then.
+    """
+    num_classes = probs.shape[1]
+    if num_classes == 2:
+        return weighted_binary_auroc(w, labels == 1, probs[:, 1])
+    per_class = np.stack(
+        [weighted_binary_auroc(w, labels == c, probs[:, c]) for c in range(num_classes)], axis=1
+    )
+    return per_class.mean(axis=1)  # NaN if any class is undefined in that resample
+
+
+def _point_estimates(labels: np.ndarray, probs: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    num_classes = probs.shape[1]
+    out = {
+        "accuracy": float(accuracy_score(labels, preds)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, preds)),
+    }
+    present = np.unique(labels)
+    if num_classes == 2:
+        out["auroc"] = (
+            float(roc_auc_score(labels, probs[:, 1])) if len(present) == 2 else float("nan")
+        )
+        out["recall"] = (
+            float(recall_score(labels, preds, pos_label=1, zero_division=np.nan))
+            if (labels == 1).any()
+            else float("nan")
+        )
+    elif len(present) == num_classes:
+        p = probs / probs.sum(axis=1, keepdims=True)  # sklearn requires rows summing to 1
+        out["auroc"] = float(
+            roc_auc_score(labels, p, multi_class="ovr", average="macro", labels=range(num_classes))
+        )
+    else:
+        out["auroc"] = float("nan")
+    return out
+
+
+_Weighted = Callable[[np.ndarray], np.ndarray]
+
+
+def cell_metrics(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, float]:
+    """Metrics of one cell with percentile bootstrap CIs.
+
+    Args:
+        labels: true class indices, shape ``[n]``.
+        probs: class probabilities, shape ``[n, C]`` (C ≥ 2); ``pred = argmax(probs)``.
+        n_boot: bootstrap resamples (0 → CIs are NaN).
+        seed: resampling seed; the same seed gives the same resamples for any cell of size n.
+        ci: coverage of the two-sided percentile interval.
+
+    Returns:
+        ``n``, then for each metric ``m`` in accuracy, balanced_accuracy, auroc (binary, or
+        one-vs-rest macro for C > 2) and recall (binary only; positive class = index 1):
+        ``m``, ``m_ci_low``, ``m_ci_high``. A metric that is undefined on the cell (e.g. AUROC
+        with one class) is NaN.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] != labels.shape[0] or probs.shape[1] < 2:
+        raise ValueError(f"probs must be [n, C>=2] matching labels [n]; got {probs.shape}")
+    n, num_classes = probs.shape
+    out: dict[str, float] = {"n": float(n)}
+    if n == 0:
+        return out
+    preds = probs.argmax(axis=1)
+    point = _point_estimates(labels, probs, preds)
+
+    weighted: dict[str, _Weighted] = {
+        "accuracy": lambda w: weighted_accuracy(w, labels, preds),
+        "balanced_accuracy": lambda w: weighted_balanced_accuracy(w, labels, preds, num_classes),
+        "auroc": lambda w: weighted_auroc(w, labels, probs),
+    }
+    if num_classes == 2:
+        weighted["recall"] = lambda w: weighted_recall(w, labels, preds, 1)
+
+    boots: dict[str, list[np.ndarray]] = {k: [] for k in weighted}
+    if n_boot > 0:
+        w_all = bootstrap_weights(n, n_boot, seed)
+        block = max(1, _MAX_BLOCK_ELEMENTS // n)
+        for start in range(0, n_boot, block):
+            w = w_all[start : start + block]
+            for k, fn in weighted.items():
+                boots[k].append(fn(w))
+    alpha = (1.0 - ci) / 2.0
+    for k in weighted:
+        out[k] = point[k]
+        values = np.concatenate(boots[k]) if boots[k] else np.array([])
+        values = values[np.isfinite(values)]
+        if len(values) and np.isfinite(point[k]):
+            lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
+            out[f"{k}_ci_low"], out[f"{k}_ci_high"] = float(lo), float(hi)
+        else:
+            out[f"{k}_ci_low"] = out[f"{k}_ci_high"] = float("nan")
+    return out
