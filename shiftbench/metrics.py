@@ -13,6 +13,7 @@ numbers), so CIs are reproducible and comparable across magnitudes and checkpoin
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -117,10 +118,13 @@ def weighted_auroc(w: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> np.n
 
 def _point_estimates(labels: np.ndarray, probs: np.ndarray, preds: np.ndarray) -> dict[str, float]:
     num_classes = probs.shape[1]
-    out = {
-        "accuracy": float(accuracy_score(labels, preds)),
-        "balanced_accuracy": float(balanced_accuracy_score(labels, preds)),
-    }
+    with warnings.catch_warnings():
+        # single-class cells (e.g. a --group-by subgroup) are legitimate; sklearn warns on them
+        warnings.simplefilter("ignore", UserWarning)
+        out = {
+            "accuracy": float(accuracy_score(labels, preds)),
+            "balanced_accuracy": float(balanced_accuracy_score(labels, preds)),
+        }
     present = np.unique(labels)
     if num_classes == 2:
         out["auroc"] = (
