@@ -83,6 +83,11 @@ def load_plugins(modules: list[str] | tuple[str, ...]) -> None:
             raise UserInputError(
                 f"cannot import plugin module {mod!r} ({e}); check that it is on PYTHONPATH"
             ) from e
+        except Exception as e:  # a plugin's own bug or a duplicate shift name
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise UserInputError(
+                f"plugin module {mod!r} failed on import: {type(e).__name__}: {first}"
+            ) from e
 
 
 def _all() -> dict[str, type[Shift]]:
