@@ -1,0 +1,79 @@
+"""`shiftbench demo --quick`: the one real end-to-end path (train → run → report), in-process."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from shiftbench.checkpoint import load_checkpoint
+from shiftbench.demo import QUICK_MAGNITUDES, SHIFTS, demo_data_dir
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """Run the quick demo once through the CLI; later tests inspect and rerun it."""
+    from shiftbench.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    code = main(["demo", "--quick", "--out", str(out)])
+    return code, out
+
+
+def test_quick_demo_writes_every_artefact(quick_demo):
+    code, out = quick_demo
+    assert code == 0
+    state = json.loads((out / "demo.json").read_text())
+    assert state["status"] == "complete" and state["config"]["quick"] is True
+
+    ckpts = sorted((out / "checkpoints").glob("*.pt"))
+    assert [p.name for p in ckpts] == ["sd_seed0.pt", "sd_seed1.pt", "wd_seed0.pt", "wd_seed1.pt"]
+    meta = load_checkpoint(out / "checkpoints" / "sd_seed1.pt").meta
+    assert meta["method"] == "sd" and meta["seed"] == 1 and meta["weight_decay"] == 0.0
+    assert load_checkpoint(out / "checkpoints" / "wd_seed0.pt").meta["weight_decay"] > 0
+
+    metrics = pd.read_csv(out / "run" / "metrics.csv")
+    assert set(metrics["shift"]) == set(SHIFTS)
+    for shift, mags in QUICK_MAGNITUDES.items():
+        got = sorted(metrics.loc[metrics["shift"] == shift, "magnitude"].unique())
+        assert got == sorted(mags)
+    assert set(metrics["method"]) == {"sd", "wd"}
+    test_rows = pd.read_csv(demo_data_dir() / "test.csv")
+    assert set(metrics["n"]) == {min(64, len(test_rows))}
+
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html"):
+        assert (out / "leaderboard" / name).stat().st_size > 0
+    for ext in ("png", "pdf", "csv"):
+        assert (out / f"accuracy_vs_magnitude.{ext}").stat().st_size > 0
+
+    # The summary equals a recomputation from metrics.csv (clean accuracy, mean over seeds).
+    summary = pd.read_csv(out / "summary.csv").set_index("method")
+    clean = metrics[(metrics["shift"] == "blur") & (metrics["magnitude"] == 1.0)]
+    for method, g in clean.groupby("method"):
+        assert summary.at[method, "n_seeds"] == 2
+        assert summary.at[method, "clean_accuracy_mean"] == pytest.approx(g["accuracy"].mean())
+
+
+def test_rerun_resumes_and_refuses_to_clobber(quick_demo, cli, tmp_path):
+    code, out = quick_demo
+    assert code == 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "checkpoints").glob("*.pt")}
+    code, stdout, err = cli("demo", "--quick", "--out", out)
+    assert code == 0, err
+    assert "resuming" in stdout and "4 checkpoints reused" in stdout
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "checkpoints").glob("*.pt")} == stamps
+
+    code, _, err = cli("demo", "--quick", "--seeds", "1", "--out", out)
+    assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    code, _, err = cli("demo", "--quick", "--out", foreign)
+    assert code == 2 and "notes.txt" in err
+    code, _, err = cli("demo", "--quick", "--out", foreign, "--overwrite")
+    assert code == 2 and (foreign / "notes.txt").read_text() == "keep me"
+
+    code, _, err = cli("demo", "--scenario", "nope", "--out", tmp_path / "x")
+    assert code == 2 and "cutout" in err
