@@ -98,6 +98,13 @@ class Batch:
     index: int = -1
     error: str | None = None
 
+    def pin_memory(self) -> Batch:
+        """Called by ``DataLoader(pin_memory=True)``: page-locked tensors for fast GPU copies."""
+        self.images = self.images.pin_memory()
+        self.labels = self.labels.pin_memory()
+        self.sample_ids = self.sample_ids.pin_memory()
+        return self
+
 
 class ImageDataset(Dataset):
     """A labelled image test set (see the module docstring for layouts).
@@ -676,12 +683,9 @@ def _stack(images: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _worker_init(_: int) -> None:
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover
-        pass
+    # No cv2.setNumThreads() here: in a worker forked after OpenCV's thread pool started (e.g. a
+    # blur sweep ran before this loader), it waits forever for pool threads that fork did not
+    # copy. Decoding in a worker is single-image work anyway.
     torch.set_num_threads(1)
 
 

@@ -129,8 +129,9 @@ def demo_config(
     """The demo's settings (see docs/tutorials/demo.md for why these values).
 
     Full: 3 seeds per method, ``resnet10t`` at 64 px, 12 epochs, AdamW (lr 2e-3, cosine),
-    basic (D4) augmentation; every test image, each shift's full default sweep. Quick: 2 seeds, 2 epochs, 32 px, the first 300 rows of the
-    manifest for training and the first 64 test images, three magnitudes per shift.
+    basic (D4) augmentation; every test image, each shift's full default sweep. Quick: 2 seeds,
+    2 epochs, 32 px, the first 200 rows of the manifest for training (111 train, 44 val) and
+    the first 48 test images, three magnitudes per shift.
     """
     if scenario not in SCENARIOS:
         raise UserInputError(f"--scenario must be one of {', '.join(SCENARIOS)}; got {scenario!r}")
@@ -149,8 +150,8 @@ def demo_config(
             seeds=tuple(range(int(n_seeds))),
             epochs=int(n_epochs),
             input_size=32,
-            train_limit=300,
-            test_limit=64,
+            train_limit=200,
+            test_limit=48,
             magnitudes=QUICK_MAGNITUDES if scenario == "shifts" else None,
             data_fingerprint=fingerprint,
         )

@@ -864,16 +864,41 @@ def _evaluate_batch(
                 ]
                 if not mags:
                     continue
-                t0 = time.perf_counter()
                 sweep = plan.shift.sweep(images, mags, seed=seed, sample_ids=sample_ids)
-                for mag, shifted in sweep:
+                steps = iter(sweep)
+                while True:
+                    t0 = time.perf_counter()
+                    with _shift_threads(device):  # the shift's work happens inside next()
+                        step = next(steps, None)
                     timers["shift"] += time.perf_counter() - t0
+                    if step is None:
+                        break
+                    mag, shifted = step
                     wanted = [m for m in models if (m.ckpt.sha256, plan.key, mag) in cells]
                     _forward(shifted, wanted, plan.key, mag, results, timers)
-                    t0 = time.perf_counter()
                 reports[plan.key] = _jsonable(sweep.report)
         _check_finite(results, models, b, sample_ids, batch)
     return _to_table(results, sample_ids, labels, models), reports
+
+
+@contextlib.contextmanager
+def _shift_threads(device: torch.device) -> Iterator[None]:
+    """Run shifts with one intra-op thread on the CPU; the model keeps the default.
+
+    Shifts are chains of small, memory-bound tensor ops. Measured on 2 cores
+    (benchmarks/perf_run.py, results/README-perf_run.md): the stain sweep took 3–4 ms/image with
+    one thread and 8–67 ms/image with two (thread hand-offs, worst when other processes share
+    the cores); blur was the same either way. Switching costs < 1 µs.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _forward(

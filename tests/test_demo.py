@@ -40,7 +40,7 @@ def test_quick_demo_writes_every_artefact(quick_demo):
         assert got == sorted(mags)
     assert set(metrics["method"]) == {"sd", "wd"}
     test_rows = pd.read_csv(demo_data_dir() / "test.csv")
-    assert set(metrics["n"]) == {min(64, len(test_rows))}
+    assert set(metrics["n"]) == {min(48, len(test_rows))}
 
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html"):
         assert (out / "leaderboard" / name).stat().st_size > 0
