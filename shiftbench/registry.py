@@ -109,9 +109,7 @@ def get_shift(name: str, **params: Any) -> Shift:
     """
     shifts = _all()
     if name not in shifts:
-        raise UserInputError(
-            f"unknown shift {name!r}; valid shifts: {', '.join(sorted(shifts))}"
-        )
+        raise UserInputError(f"unknown shift {name!r}; valid shifts: {', '.join(sorted(shifts))}")
     return shifts[name](**params)
 
 
@@ -119,7 +117,5 @@ def get_shift_class(name: str) -> type[Shift]:
     """The class registered as ``name`` (see :func:`get_shift`)."""
     shifts = _all()
     if name not in shifts:
-        raise UserInputError(
-            f"unknown shift {name!r}; valid shifts: {', '.join(sorted(shifts))}"
-        )
+        raise UserInputError(f"unknown shift {name!r}; valid shifts: {', '.join(sorted(shifts))}")
     return shifts[name]

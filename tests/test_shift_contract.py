@@ -5,6 +5,7 @@ Parametrised over ``list_shifts()``, so a new shift file is checked without edit
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -123,7 +124,7 @@ def test_change_grows_along_default_sweep(name, tiles):
     ]
     assert changes[0] == 0.0
     assert changes[-1] > 0.5, f"strongest magnitude barely changes the images: {changes}"
-    for a, b in zip(changes, changes[1:]):
+    for a, b in itertools.pairwise(changes):
         assert b >= a - 1e-6, f"mean absolute change not monotone: {changes}"
 
 

@@ -280,12 +280,12 @@ class Shift:
         if sample_ids is None:
             ids = list(range(n))
         else:
-            ids = [int(i) for i in (sample_ids.tolist() if torch.is_tensor(sample_ids) else sample_ids)]
+            ids = [
+                int(i) for i in (sample_ids.tolist() if torch.is_tensor(sample_ids) else sample_ids)
+            ]
             if len(ids) != n:
                 raise UserInputError(f"got {len(ids)} sample_ids for a batch of {n} images")
-        return SweepContext(
-            shift=self.name, seed=int(seed), sample_ids=ids, device=images.device
-        )
+        return SweepContext(shift=self.name, seed=int(seed), sample_ids=ids, device=images.device)
 
     # -- hooks for subclasses ---------------------------------------------------------------------
     def prepare(self, images: torch.Tensor, ctx: SweepContext) -> Any:
