@@ -14,7 +14,7 @@ numbers), so CIs are reproducible and comparable across magnitudes and checkpoin
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, roc_auc_score
@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 __all__ = [
     "METRICS",
+    "bootstrap_weight_blocks",
     "bootstrap_weights",
     "cell_metrics",
     "weighted_accuracy",
@@ -44,10 +45,19 @@ def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
     Equivalent to drawing ``n`` indices with replacement per resample
     (``numpy.random.default_rng(seed).integers(0, n, (n_boot, n))``) and counting them.
     """
+    return np.concatenate(list(bootstrap_weight_blocks(n, n_boot, seed, block=n_boot or 1)))
+
+
+def bootstrap_weight_blocks(n: int, n_boot: int, seed: int, block: int) -> Iterator[np.ndarray]:
+    """:func:`bootstrap_weights` in blocks of at most ``block`` rows (same rows, flat memory)."""
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    flat = (idx + (np.arange(n_boot) * n)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.int32)
+    for start in range(0, n_boot, block):
+        rows = min(block, n_boot - start)
+        idx = rng.integers(0, n, size=(rows, n))
+        flat = (idx + (np.arange(rows) * n)[:, None]).ravel()
+        yield np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.int32)
+    if n_boot == 0:
+        yield np.zeros((0, n), dtype=np.int32)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -194,13 +204,11 @@ def cell_metrics(
 
     boots: dict[str, list[np.ndarray]] = {k: [] for k in weighted}
     if n_boot > 0:
-        w_all = bootstrap_weights(n, n_boot, seed)
         block = max(1, _MAX_BLOCK_ELEMENTS // n)
         # Small matrix-vector products: BLAS threads only add contention (measured 40x slower
         # with 2 OpenBLAS threads on a loaded 2-core machine).
         with threadpool_limits(1, user_api="blas"):
-            for start in range(0, n_boot, block):
-                w = w_all[start : start + block]
+            for w in bootstrap_weight_blocks(n, n_boot, seed, block):
                 for k, fn in weighted.items():
                     boots[k].append(fn(w))
     alpha = (1.0 - ci) / 2.0

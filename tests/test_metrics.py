@@ -112,3 +112,11 @@ def test_multiclass_has_no_recall_column():
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="probs must be"):
         cell_metrics(np.zeros(3), np.zeros((4, 2)))
+
+
+def test_blocked_resamples_equal_the_single_draw():
+    from shiftbench.metrics import bootstrap_weight_blocks
+
+    whole = bootstrap_weights(41, 300, seed=9)
+    blocks = np.concatenate(list(bootstrap_weight_blocks(41, 300, seed=9, block=7)))
+    assert np.array_equal(whole, blocks)
