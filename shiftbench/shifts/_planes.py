@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["dense", "is_channels_last", "map_elementwise", "map_images"]
+__all__ = ["backend_for", "dense", "is_channels_last", "map_elementwise", "map_images"]
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -34,6 +34,19 @@ def _pool(workers: int) -> ThreadPoolExecutor:
             pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shiftbench-cv2")
             _pools[workers] = pool
         return pool
+
+
+def backend_for(images: torch.Tensor, backend: str) -> str:
+    """Resolve ``backend="auto"``: cv2 for CPU tensors (fastest there), torch elsewhere (CUDA)."""
+    if backend == "auto":
+        return "cv2" if images.device.type == "cpu" else "torch"
+    if backend == "cv2" and images.device.type != "cpu":
+        from shiftbench.errors import UserInputError
+
+        raise UserInputError(
+            f"backend='cv2' needs CPU tensors; got device {images.device} (use backend='auto')"
+        )
+    return backend
 
 
 def is_channels_last(t: torch.Tensor) -> bool:

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from shiftbench.errors import UserInputError
+from shiftbench.shifts._planes import backend_for as _backend_for
 from shiftbench.shifts._planes import dense, is_channels_last, map_images
 from shiftbench.shifts.base import Shift, SweepContext
 
@@ -63,16 +64,6 @@ def reflect101_index(length: int, before: int, after: int, device: Any = None) -
     period = 2 * (length - 1)
     m = torch.remainder(p, period)
     return torch.where(m >= length, period - m, m)
-
-
-def _backend_for(images: torch.Tensor, backend: str) -> str:
-    if backend == "auto":
-        return "cv2" if images.device.type == "cpu" else "torch"
-    if backend == "cv2" and images.device.type != "cpu":
-        raise UserInputError(
-            f"backend='cv2' needs CPU tensors; got device {images.device} (use backend='auto')"
-        )
-    return backend
 
 
 def _check_backend(backend: str) -> None:

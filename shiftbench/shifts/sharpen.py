@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from shiftbench.errors import UserInputError
+from shiftbench.shifts._planes import backend_for as _backend_for
 from shiftbench.shifts._planes import dense, is_channels_last, map_elementwise, map_images
 from shiftbench.shifts.base import Shift, SweepContext
 from shiftbench.shifts.blur import reflect101_index
@@ -68,16 +69,6 @@ def blend_kernel(alpha: float) -> np.ndarray:
 def _check_choice(value: str, choices: tuple[str, ...], what: str) -> None:
     if value not in choices:
         raise UserInputError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _backend_for(images: torch.Tensor, backend: str) -> str:
-    if backend == "auto":
-        return "cv2" if images.device.type == "cpu" else "torch"
-    if backend == "cv2" and images.device.type != "cpu":
-        raise UserInputError(
-            f"backend='cv2' needs CPU tensors; got device {images.device} (use backend='auto')"
-        )
-    return backend
 
 
 def _like(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
