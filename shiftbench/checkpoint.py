@@ -460,6 +460,29 @@ def _from_state_dict(
         notes.append(note)
     model = _build_timm(arch, num_classes)
     _load_weights(model, state, arch, path)
+    return _without_preprocessing(model, arch, num_classes, device, fmt, common, notes)
+
+
+def _from_module(
+    model: nn.Module,
+    arch: str | None,
+    num_classes: int | None,
+    device: str | torch.device,
+    common: dict[str, Any],
+) -> LoadedCheckpoint:
+    return _without_preprocessing(model, arch, num_classes, device, "pickled-module", common)
+
+
+def _without_preprocessing(
+    model: nn.Module,
+    arch: str | None,
+    num_classes: int | None,
+    device: str | torch.device,
+    fmt: str,
+    common: dict[str, Any],
+    notes: list[str] | None = None,
+) -> LoadedCheckpoint:
+    """A checkpoint format that stores weights only: preprocessing falls back to the defaults."""
     return LoadedCheckpoint(
         model=_ready(model, device),
         arch=arch,
@@ -471,29 +494,7 @@ def _from_state_dict(
         class_names=None,
         format=fmt,
         defaults_used=["input_size", "mean", "std"],
-        notes=notes,
-        **common,
-    )
-
-
-def _from_module(
-    model: nn.Module,
-    arch: str | None,
-    num_classes: int | None,
-    device: str | torch.device,
-    common: dict[str, Any],
-) -> LoadedCheckpoint:
-    return LoadedCheckpoint(
-        model=_ready(model, device),
-        arch=arch,
-        num_classes=num_classes,
-        input_size=None,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        meta={},
-        class_names=None,
-        format="pickled-module",
-        defaults_used=["input_size", "mean", "std"],
+        **({"notes": notes} if notes is not None else {}),
         **common,
     )
 
