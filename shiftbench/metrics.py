@@ -14,11 +14,18 @@ numbers), so CIs are reproducible and comparable across magnitudes and checkpoin
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, roc_auc_score
-from threadpoolctl import threadpool_limits
+
+from shiftbench.bootstrap import (
+    ResampleWeights,
+    bootstrap_weight_blocks,
+    bootstrap_weights,
+    percentile_interval,
+    replicates,
+)
 
 __all__ = [
     "METRICS",
@@ -34,30 +41,6 @@ __all__ = [
 
 #: Metric names in the order they appear in ``metrics.csv`` (recall only for binary tasks).
 METRICS = ("accuracy", "balanced_accuracy", "auroc", "recall")
-
-# Bound the size of one block of resample weights (rows × samples) to keep memory flat.
-_MAX_BLOCK_ELEMENTS = 4_000_000
-
-
-def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """Resample counts ``[n_boot, n]`` (int32): row b says how often each sample is in resample b.
-
-    Equivalent to drawing ``n`` indices with replacement per resample
-    (``numpy.random.default_rng(seed).integers(0, n, (n_boot, n))``) and counting them.
-    """
-    return np.concatenate(list(bootstrap_weight_blocks(n, n_boot, seed, block=n_boot or 1)))
-
-
-def bootstrap_weight_blocks(n: int, n_boot: int, seed: int, block: int) -> Iterator[np.ndarray]:
-    """:func:`bootstrap_weights` in blocks of at most ``block`` rows (same rows, flat memory)."""
-    rng = np.random.default_rng(seed)
-    for start in range(0, n_boot, block):
-        rows = min(block, n_boot - start)
-        idx = rng.integers(0, n, size=(rows, n))
-        flat = (idx + (np.arange(rows) * n)[:, None]).ravel()
-        yield np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.int32)
-    if n_boot == 0:
-        yield np.zeros((0, n), dtype=np.int32)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -202,23 +185,17 @@ def cell_metrics(
     if num_classes == 2:
         weighted["recall"] = lambda w: weighted_recall(w, labels, preds, 1)
 
-    boots: dict[str, list[np.ndarray]] = {k: [] for k in weighted}
+    names = list(weighted)
+    boots = np.empty((0, len(names)))
     if n_boot > 0:
-        block = max(1, _MAX_BLOCK_ELEMENTS // n)
-        # Small matrix-vector products: BLAS threads only add contention (measured 40x slower
-        # with 2 OpenBLAS threads on a loaded 2-core machine).
-        with threadpool_limits(1, user_api="blas"):
-            for w in bootstrap_weight_blocks(n, n_boot, seed, block):
-                for k, fn in weighted.items():
-                    boots[k].append(fn(w))
-    alpha = (1.0 - ci) / 2.0
-    for k in weighted:
+        boots = replicates(
+            lambda w: np.stack([weighted[k](w) for k in names], axis=1),
+            ResampleWeights(n, n_boot, seed),
+        )
+    for j, k in enumerate(names):
         out[k] = point[k]
-        values = np.concatenate(boots[k]) if boots[k] else np.array([])
-        values = values[np.isfinite(values)]
-        if len(values) and np.isfinite(point[k]):
-            lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
-            out[f"{k}_ci_low"], out[f"{k}_ci_high"] = float(lo), float(hi)
+        if boots.shape[0] and np.isfinite(point[k]):
+            out[f"{k}_ci_low"], out[f"{k}_ci_high"] = percentile_interval(boots[:, j], ci)
         else:
             out[f"{k}_ci_low"] = out[f"{k}_ci_high"] = float("nan")
     return out

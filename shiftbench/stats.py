@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
-from threadpoolctl import threadpool_limits
 
+from shiftbench.bootstrap import ResampleWeights, block_rows, replicates
 from shiftbench.delong import DeLongResult, delong_auc_ci, delong_covariance, delong_test
 from shiftbench.errors import UserInputError
 from shiftbench.metrics import (
@@ -79,9 +79,6 @@ CI_METHODS = ("percentile", "bca")
 
 #: Robustness summaries of one curve (see the module docstring).
 SUMMARIES = ("sweep_mean", "worst", "clean", "drop")
-
-# Bound on rows × samples of one block of weights (memory stays flat for large test sets).
-_MAX_BLOCK_ELEMENTS = 4_000_000
 
 
 # --- metrics under resample weights -------------------------------------------------------------
@@ -125,11 +122,6 @@ def metric_values(
     if metric == "recall":
         return weighted_recall(weights, labels, preds, 1)
     return weighted_auroc(weights, labels, probs)
-
-
-def _blocks(n_rows: int, n: int) -> list[slice]:
-    step = max(1, _MAX_BLOCK_ELEMENTS // max(n, 1))
-    return [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
 
 
 # --- generic bootstrap --------------------------------------------------------------------------
@@ -212,14 +204,7 @@ def bootstrap_ci(
     if n < 2:
         raise UserInputError(f"bootstrap needs at least 2 samples; got {n}")
     estimate = float(np.asarray(statistic(np.ones((1, n)), *data))[0])
-    weights = bootstrap_weights(n, n_boot, seed)
-    with threadpool_limits(1, user_api="blas"):  # many small products: threads only cost
-        reps = np.concatenate(
-            [
-                np.asarray(statistic(weights[b].astype(np.float64), *data))
-                for b in _blocks(n_boot, n)
-            ]
-        )
+    reps = replicates(lambda w: statistic(w, *data), ResampleWeights(n, n_boot, seed))
     finite = reps[np.isfinite(reps)]
     alpha = (1.0 - ci) / 2.0
     nan = float("nan")
@@ -251,9 +236,11 @@ def _jackknife(
     statistic: Callable[..., np.ndarray], data: Sequence[np.ndarray], n: int
 ) -> np.ndarray:
     out = []
-    for rows in _blocks(n, n):
-        w = np.ones((rows.stop - rows.start, n))
-        w[np.arange(w.shape[0]), np.arange(rows.start, rows.stop)] = 0.0
+    step = block_rows(n)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        w = np.ones((stop - start, n))
+        w[np.arange(w.shape[0]), np.arange(start, stop)] = 0.0
         out.append(np.asarray(statistic(w, *data)))
     return np.concatenate(out)
 
@@ -371,13 +358,10 @@ def paired_bootstrap(
     ones = np.ones((1, n))
     est_a = float(seed_mean(ones, probs_a, preds_a)[0])
     est_b = float(seed_mean(ones, probs_b, preds_b)[0])
-    weights = bootstrap_weights(n, n_boot, seed)
-    parts = []
-    with threadpool_limits(1, user_api="blas"):  # many small products: threads only cost
-        for b in _blocks(n_boot, n):
-            w = weights[b].astype(np.float64)
-            parts.append(seed_mean(w, probs_a, preds_a) - seed_mean(w, probs_b, preds_b))
-    diffs = np.concatenate(parts)
+    diffs = replicates(
+        lambda w: seed_mean(w, probs_a, preds_a) - seed_mean(w, probs_b, preds_b),
+        ResampleWeights(n, n_boot, seed),
+    )
     finite = diffs[np.isfinite(diffs)]
     alpha = (1.0 - ci) / 2.0
     lo, hi = np.quantile(finite, [alpha, 1 - alpha]) if finite.size else (np.nan, np.nan)
