@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _synthetic import synthetic_predictions, write_run
+from _synthetic import synthetic_predictions
+from _synthetic import write_run as write_run_undeclared
+from _synthetic_v2 import declare_shifts, write_run_v2
 from scipy.stats import norm
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
@@ -28,6 +30,11 @@ GOLDEN = Path(__file__).parent / "golden"
 REPO = Path(__file__).resolve().parents[1]
 UPDATE = os.environ.get("SHIFTBENCH_UPDATE_GOLDEN") == "1"
 PROBS = ["prob_Normal", "prob_OSCC"]
+
+
+def write_run(run_dir: Path, table: pd.DataFrame, **kwargs) -> Path:
+    """A format-1 run directory whose manifest records the shifts (identity = first magnitude)."""
+    return declare_shifts(write_run_undeclared(run_dir, table, **kwargs), table)
 
 
 @pytest.fixture(scope="module")
@@ -227,29 +234,41 @@ def test_plot_data_equals_direct_computation(study, table, tmp_path):
     assert set(got["units"]) == {"magnitude"}  # synthetic shifts are not registered
 
 
-def test_units_and_identity_come_from_the_registered_shift(table, tmp_path, monkeypatch):
+def test_units_and_identity_come_from_the_manifest(table, tmp_path, monkeypatch):
     import shiftbench.registry as registry
 
-    class FakeBlur:
+    class FakeBlur:  # what the registry would say: must not be used when the manifest records it
         units = "kernel size (px)"
-        identity = 1
+        identity = 19
 
     real = registry.get_shift_class
     monkeypatch.setattr(
         registry, "get_shift_class", lambda name: FakeBlur if name == "synth_blur" else real(name)
     )
     only_blur = table[table["shift"] == "synth_blur"]
-    run = write_run(
-        tmp_path / "run", only_blur, metrics=False
-    )  # one shift: identity not inferable from data
+    run = write_run(tmp_path / "run", only_blur, metrics=False)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["shifts"][0]["units"] = "sigma (px)"
+    (run / "manifest.json").write_text(json.dumps(manifest))
     res = report.plot(run, out=tmp_path / "f.png")
-    assert set(res.data["units"]) == {"kernel size (px)"}
+    assert set(res.data["units"]) == {"sigma (px)"}
     lb = report.leaderboard(run, out=tmp_path / "lb")
-    assert "clean_mean" in lb.table and "declared by the registered shift" in lb.markdown
+    assert "recorded in the run manifest" in lb.markdown
+    clean = per_checkpoint(only_blur[only_blur["magnitude"] == 1.0], bal_acc)
+    assert lb.table.set_index("method").at["sd", "clean_mean"] == pytest.approx(
+        clean[clean["method"] == "sd"]["value"].mean(), abs=1e-12
+    )
+    # a format-1 manifest that does not record the shift: the registered shift's axis
+    legacy = write_run_undeclared(tmp_path / "legacy", only_blur, metrics=False)
+    lb = report.leaderboard(legacy, out=tmp_path / "lb2")
+    assert "declared by the registered shift" in lb.markdown
+    assert set(report.plot(legacy, out=tmp_path / "g.png").data["units"]) == {"kernel size (px)"}
 
 
 def test_unknown_identity_is_said_not_guessed(table, tmp_path):
-    run = write_run(tmp_path / "run", table[table["shift"] == "synth_blur"], metrics=False)
+    run = write_run_undeclared(
+        tmp_path / "run", table[table["shift"] == "synth_blur"], metrics=False
+    )
     with pytest.warns(report.ReportWarning, match="no shift has a known identity"):
         lb = report.leaderboard(run, out=tmp_path / "lb")
     assert "clean_mean" not in lb.table

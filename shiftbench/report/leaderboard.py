@@ -1,0 +1,418 @@
+"""The leaderboard: one row per method, robustness summaries and paired differences.
+
+compute (:func:`compute_leaderboard`: numbers from streamed cells) → render
+(:func:`render_leaderboard`: Markdown / HTML strings) → write (:func:`leaderboard`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shiftbench.errors import UserInputError
+from shiftbench.report.align import Aligned, align, fmt_list
+from shiftbench.report.format import (
+    METRIC_TITLES,
+    fmt_diff,
+    fmt_mean_sd,
+    fmt_value,
+    html_page,
+    is_percent,
+    markdown_table,
+)
+from shiftbench.report.notes import single_seed_notes, warn
+from shiftbench.report.replicates import (
+    check_baseline,
+    check_common,
+    group_mean,
+    group_sd,
+    interval,
+    study_replicates,
+)
+from shiftbench.report.study import Study, load_runs
+from shiftbench.report.write import write_csv, write_text
+from shiftbench.stats import corruption_error, robustness_summary
+
+
+@dataclass
+class LeaderboardResult:
+    """What :func:`leaderboard` computed and wrote.
+
+    Attributes:
+        table: one row per method (the content of ``leaderboard.csv``).
+        differences: per shift × magnitude × method, the paired difference to the baseline
+            (``differences.csv``), or None without a baseline.
+        markdown: the content of ``leaderboard.md``.
+        paths: ``{"md", "csv", "html"[, "differences"]: path}``.
+        notes: warnings that were also written as footnotes.
+    """
+
+    table: pd.DataFrame
+    differences: pd.DataFrame | None
+    markdown: str
+    paths: dict[str, Path]
+    notes: list[str]
+
+
+def leaderboard(
+    runs: str | Path | Sequence[str | Path] | Study,
+    *,
+    out: str | Path,
+    by: str = "method",
+    baseline: str | None = None,
+    metric: str = "balanced_accuracy",
+    shifts: Sequence[str] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    ci: float = 0.95,
+    plugins: Sequence[str] = (),
+    title: str | None = None,
+) -> LeaderboardResult:
+    """Leaderboard of methods under shift, written as Markdown, CSV and HTML.
+
+    Per method (value of column ``by``): the clean score (metric at the identity magnitude) and,
+    per shift, the sweep mean (normalised area under the metric–magnitude curve), the worst
+    magnitude's score and the drop from clean, each as mean ± SD (ddof = 1) over seeds. With a
+    ``baseline``: the corruption error relative to it (mean ± SD over seeds of
+    ``Σ_{m≠id}(1 − metric) / Σ_{m≠id}(1 − baseline's seed-mean metric)``) and the difference
+    of the seed-averaged clean score and sweep mean to the baseline with a percentile CI and
+    p-value from a paired bootstrap over test samples (ids resampled jointly for all methods,
+    seeds and magnitudes). Rows are sorted by ``overall`` (mean over shifts of the sweep mean),
+    best first.
+
+    Args:
+        runs: run directories (or a loaded :class:`Study`).
+        out: output directory (created).
+        by: per-checkpoint column that names the method.
+        baseline: a value of ``by`` to compare against (None: no CE / difference columns).
+        metric: one of accuracy, balanced_accuracy, auroc, recall.
+        shifts: shifts to include (default: all in the runs, sorted).
+        n_boot: bootstrap resamples for the differences (0: none).
+        seed: resampling seed.
+        ci: interval coverage.
+        plugins: modules defining extra shifts (for their units and identity).
+        title: heading of the Markdown / HTML page.
+
+    Returns:
+        :class:`LeaderboardResult`.
+
+    Raises:
+        UserInputError: missing runs or columns, unknown metric / baseline / shift, test sets
+            that differ between runs.
+    """
+    study = runs if isinstance(runs, Study) else load_runs(runs, plugins=plugins)
+    check_common(metric, n_boot, ci, study.num_classes)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; give a directory for the leaderboard")
+    aligned = align(study, by, shifts)
+    check_baseline(aligned, baseline)
+    notes: list[str] = []
+    single_seed_notes(aligned, notes)
+    boot = n_boot if baseline is not None else 0
+    reps = study_replicates(study, aligned, metric, boot, seed)
+    table, differences, n_samples, clean_shift = compute_leaderboard(
+        aligned, reps, metric, baseline, boot, ci, notes
+    )
+    footnotes = _leaderboard_notes(
+        study, aligned, metric, baseline, boot, seed, ci, n_samples, clean_shift
+    )
+    footnotes += notes
+    title = title or f"Leaderboard: {METRIC_TITLES[metric]} under distribution shift"
+    markdown, page = render_leaderboard(table, aligned, metric, baseline, title, footnotes)
+    paths = {
+        "md": out / "leaderboard.md",
+        "csv": out / "leaderboard.csv",
+        "html": out / "leaderboard.html",
+    }
+    write_csv(paths["csv"], table)
+    write_text(paths["md"], markdown)
+    write_text(paths["html"], page)
+    if differences is not None:
+        paths["differences"] = out / "differences.csv"
+        write_csv(paths["differences"], differences)
+    return LeaderboardResult(table, differences, markdown, paths, notes)
+
+
+def compute_leaderboard(
+    aligned: Aligned,
+    reps: dict[tuple[str, float], np.ndarray],
+    metric: str,
+    baseline: str | None,
+    boot: int,
+    ci: float,
+    notes: list[str],
+) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, set[int]], str | None]:
+    """The leaderboard's numbers from per-cell replicates ``{cell: [1 + B, K]}``.
+
+    Returns:
+        ``(table, differences, n_samples per shift, clean shift)``; warnings go to ``notes``.
+    """
+    by = aligned.by
+    groups = aligned.group_names
+    base_idx = groups.index(baseline) if baseline is not None else None
+
+    columns: dict[str, list[Any]] = {by: list(groups)}
+    columns["metric"] = [metric] * len(groups)
+    columns["n_seeds"] = [aligned.n_seeds(g) for g in groups]
+    columns["seeds"] = [" ".join(aligned.seeds[g]) for g in groups]
+    diff_rows: list[dict[str, Any]] = []
+
+    def add_stat(name: str, per_ck: np.ndarray) -> None:
+        """per_ck [1 + B, K] -> mean, SD over seeds (and paired difference to the baseline)."""
+        point = per_ck[0]
+        columns[f"{name}_mean"] = list(group_mean(point, aligned))
+        columns[f"{name}_sd_ddof1"] = list(group_sd(point, aligned))
+        if base_idx is None:
+            return
+        gm = group_mean(per_ck, aligned)  # [1 + B, G]
+        diff = gm - gm[:, [base_idx]]
+        est, lo, hi, p = [], [], [], []
+        for j in range(len(groups)):
+            if j == base_idx:
+                est.append(math.nan), lo.append(math.nan), hi.append(math.nan), p.append(math.nan)
+                continue
+            ival = interval(diff[1:, j], ci) if boot > 0 else (math.nan,) * 3
+            est.append(float(diff[0, j]))
+            lo.append(ival[0]), hi.append(ival[1]), p.append(ival[2])
+        columns[f"{name}_diff"] = est
+        columns[f"{name}_diff_ci_low"] = lo
+        columns[f"{name}_diff_ci_high"] = hi
+        columns[f"{name}_diff_p"] = p
+
+    clean_shift = next((s for s in aligned.shifts if aligned.identity[s] is not None), None)
+    if clean_shift is None:
+        warn(
+            notes,
+            "no shift has a known identity magnitude: clean score and drop are not reported "
+            "(the run manifests record no identity and no shift is registered; load a plugin with --plugin)",
+        )
+    else:
+        cell = reps[(clean_shift, aligned.identity[clean_shift])]
+        add_stat("clean", cell)
+
+    sweep_points: list[np.ndarray] = []
+    n_samples: dict[str, set[int]] = {}
+    for shift in aligned.shifts:
+        mags = aligned.magnitudes[shift]
+        ident = aligned.identity[shift]
+        curves = np.stack([reps[(shift, m)] for m in mags], axis=-1)  # [1 + B, K, M]
+        summary = robustness_summary(mags, curves, ident)
+        add_stat(f"{shift}.sweep_mean", summary["sweep_mean"])
+        sweep_points.append(group_mean(summary["sweep_mean"][0], aligned))
+        columns[f"{shift}.worst_mean"] = list(group_mean(summary["worst"][0], aligned))
+        columns[f"{shift}.worst_sd_ddof1"] = list(group_sd(summary["worst"][0], aligned))
+        if ident is not None and ident in mags:
+            columns[f"{shift}.drop_mean"] = list(group_mean(summary["drop"][0], aligned))
+            columns[f"{shift}.drop_sd_ddof1"] = list(group_sd(summary["drop"][0], aligned))
+        elif clean_shift is not None:
+            warn(notes, f"shift {shift!r}: identity magnitude unknown, drop not reported")
+        if base_idx is not None:
+            base_curve = curves[0][aligned.members(baseline)].mean(axis=0)  # [M]
+            ce = corruption_error(mags, curves[0], base_curve, ident)  # [K]
+            columns[f"{shift}.ce_mean"] = list(group_mean(ce, aligned))
+            columns[f"{shift}.ce_sd_ddof1"] = list(group_sd(ce, aligned))
+            for m in mags:
+                cell_reps = reps[(shift, m)]
+                gm = group_mean(cell_reps, aligned)
+                for j, g in enumerate(groups):
+                    if j == base_idx:
+                        continue
+                    d = gm[:, j] - gm[:, base_idx]
+                    lo, hi, p = interval(d[1:], ci) if boot > 0 else (math.nan,) * 3
+                    diff_rows.append(
+                        {
+                            "shift": shift,
+                            "units": aligned.units[shift],
+                            "magnitude": m,
+                            by: g,
+                            "baseline": baseline,
+                            "metric": metric,
+                            f"{metric}_mean": gm[0, j],
+                            f"baseline_{metric}_mean": gm[0, base_idx],
+                            "diff": d[0],
+                            "diff_ci_low": lo,
+                            "diff_ci_high": hi,
+                            "diff_p": p,
+                            "n_seeds": aligned.n_seeds(g),
+                            "baseline_n_seeds": aligned.n_seeds(baseline),
+                            "n_samples": aligned.cells[(shift, m)].n,
+                        }
+                    )
+        n_samples[shift] = {aligned.cells[(shift, m)].n for m in mags}
+    columns["overall_sweep_mean"] = list(np.mean(sweep_points, axis=0))
+
+    table = pd.DataFrame(columns)
+    sort_cols = ["overall_sweep_mean"] + (["clean_mean"] if "clean_mean" in table else [])
+    table = table.sort_values(
+        [*sort_cols, by], ascending=[False] * len(sort_cols) + [True], kind="stable"
+    ).reset_index(drop=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    differences = pd.DataFrame(diff_rows) if base_idx is not None else None
+
+    return table, differences, n_samples, clean_shift
+
+
+def render_leaderboard(
+    table: pd.DataFrame,
+    aligned: Aligned,
+    metric: str,
+    baseline: str | None,
+    title: str,
+    footnotes: list[str],
+) -> tuple[str, str]:
+    """``(markdown, html)`` of a computed leaderboard."""
+    header, rows = _leaderboard_rows(table, aligned, metric, baseline, aligned.by)
+    markdown = (
+        f"# {title}\n\n"
+        + markdown_table(header, rows)
+        + "\n\n## Notes\n\n"
+        + "\n".join(f"{i}. {n}" for i, n in enumerate(footnotes, 1))
+        + "\n"
+    )
+    return markdown, html_page(title, header, rows, footnotes)
+
+
+def _leaderboard_rows(
+    table: pd.DataFrame, aligned: Aligned, metric: str, baseline: str | None, by: str
+) -> tuple[list[str], list[list[str]]]:
+    header = ["rank", by, "seeds"]
+    has_clean = "clean_mean" in table
+    if has_clean:
+        header.append("clean")
+        if baseline is not None:
+            header.append(f"Δ clean vs {baseline}")
+    for s in aligned.shifts:
+        header += [f"{s}: sweep mean", f"{s}: worst"]
+        if baseline is not None:
+            header += [f"{s}: CE vs {baseline}", f"{s}: Δ sweep mean vs {baseline}"]
+    header.append("overall")
+    rows = []
+    for _, r in table.iterrows():
+        is_base = baseline is not None and r[by] == baseline
+        row = [str(r["rank"]), str(r[by]), str(r["n_seeds"])]
+        if has_clean:
+            row.append(fmt_mean_sd(r["clean_mean"], r["clean_sd_ddof1"], metric))
+            if baseline is not None:
+                row.append(
+                    "(baseline)"
+                    if is_base
+                    else fmt_diff(
+                        r["clean_diff"],
+                        r["clean_diff_ci_low"],
+                        r["clean_diff_ci_high"],
+                        r["clean_diff_p"],
+                        metric,
+                    )
+                )
+        for s in aligned.shifts:
+            row.append(
+                fmt_mean_sd(r[f"{s}.sweep_mean_mean"], r[f"{s}.sweep_mean_sd_ddof1"], metric)
+            )
+            row.append(fmt_mean_sd(r[f"{s}.worst_mean"], r[f"{s}.worst_sd_ddof1"], metric))
+            if baseline is not None:
+                ce, ce_sd = r[f"{s}.ce_mean"], r[f"{s}.ce_sd_ddof1"]
+                row.append(
+                    f"{ce:.2f} ± {ce_sd:.2f}"
+                    if math.isfinite(ce_sd)
+                    else (f"{ce:.2f} ± n/a" if math.isfinite(ce) else "n/a")
+                )
+                row.append(
+                    "(baseline)"
+                    if is_base
+                    else fmt_diff(
+                        r[f"{s}.sweep_mean_diff"],
+                        r[f"{s}.sweep_mean_diff_ci_low"],
+                        r[f"{s}.sweep_mean_diff_ci_high"],
+                        r[f"{s}.sweep_mean_diff_p"],
+                        metric,
+                    )
+                )
+        row.append(fmt_value(r["overall_sweep_mean"], metric))
+        rows.append(row)
+    return header, rows
+
+
+def _leaderboard_notes(
+    study: Study,
+    aligned: Aligned,
+    metric: str,
+    baseline: str | None,
+    n_boot: int,
+    seed: int,
+    ci: float,
+    n_samples: dict[str, set[int]],
+    clean_shift: str | None,
+) -> list[str]:
+    name = METRIC_TITLES[metric]
+    unit = "in % (points)" if is_percent(metric) else "as a fraction"
+    pct = f"{100 * ci:g} %"
+    notes = [
+        f"Metric: {name} ({metric}), {unit}, computed from the stored predictions. Every "
+        "entry 'a ± b' is the mean ± SD (ddof = 1) over seeds (checkpoints) of a method; "
+        "n/a = undefined (a single seed).",
+    ]
+    if clean_shift is not None:
+        notes.append(
+            f"clean = {name} at the identity magnitude (unshifted images; the same rows under "
+            "every shift)."
+        )
+    notes.append(
+        "sweep mean = normalised area under the metric-magnitude curve: trapezoid rule over the "
+        "sorted magnitudes divided by the magnitude range. worst = minimum over the sweep "
+        "(identity included). leaderboard.csv adds drop = clean − worst."
+    )
+    if baseline is not None:
+        notes.append(
+            f"CE = corruption error relative to the baseline {aligned.by} {baseline!r}: "
+            "Σ over non-identity magnitudes of (1 − metric) of a seed ÷ the same sum for the "
+            f"baseline's seed-mean metric; < 1 is better than {baseline!r}, the baseline's "
+            "mean is 1."
+        )
+        notes.append(
+            f"Δ = difference of the seed-averaged score to {baseline!r} with a {pct} "
+            f"percentile CI and a two-sided p-value from a paired bootstrap over test samples "
+            f"(sample ids resampled jointly for all methods, seeds and magnitudes; "
+            f"B = {n_boot} resamples, seed {seed}); p = min(1, 2·min tail fraction beyond 0), "
+            f"smallest possible {2 / (n_boot + 1):.2g}. Between-seed variation is in the SDs, "
+            "not in these intervals."
+        )
+    seeds = "; ".join(
+        f"{g}: {aligned.n_seeds(g)} ({', '.join(aligned.seeds[g])})" for g in aligned.group_names
+    )
+    seed_word = "seed" if "seed" in study.columns else "checkpoint"
+    notes.append(f"Seeds per {aligned.by} ({seed_word} values): {seeds}.")
+    counts = _class_counts(aligned, study.class_names)
+    sizes = sorted({n for v in n_samples.values() for n in v})
+    notes.append(
+        f"Test samples per cell: n = {', '.join(map(str, sizes))} ({counts}); the same samples "
+        "for every method and seed."
+    )
+    for s in aligned.shifts:
+        ident = aligned.identity[s]
+        ident_txt = "unknown" if ident is None else f"{ident:g}"
+        notes.append(
+            f"Shift {s}: magnitudes {fmt_list(aligned.magnitudes[s])} ({aligned.units[s]}); "
+            f"identity {ident_txt}, {aligned.identity_source[s]}."
+        )
+    notes.append(f"Runs: {', '.join(study.run_dirs)}.")
+    notes.append(
+        "Sorted by overall = mean over shifts of the seed-mean sweep mean (best first), then by "
+        "clean score."
+    )
+    return notes
+
+
+def _class_counts(aligned: Aligned, class_names: list[str]) -> str:
+    counts = next(iter(aligned.cells.values())).class_counts
+    return ", ".join(f"{c}: {int(k)}" for c, k in zip(class_names, counts, strict=False))
+
+
+# =================================================================================================
+# Figure 4: metric vs magnitude

@@ -1,0 +1,240 @@
+"""ROC curves of seed ensembles with bootstrap AUROC CIs and DeLong's test (the paper's Figure 7).
+
+Reads one cell (shift × magnitude) of the study, nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shiftbench.errors import UserInputError
+from shiftbench.report.align import Aligned, align, fmt_list
+from shiftbench.report.cells import Cell, read_cell
+from shiftbench.report.curves import LINESTYLES, palette
+from shiftbench.report.format import p_text
+from shiftbench.report.replicates import check_baseline, check_common
+from shiftbench.report.study import Study, load_runs
+from shiftbench.report.write import figure_paths, save_figure, write_csv
+from shiftbench.stats import delong_test, ensemble_probs
+
+
+@dataclass
+class RocResult:
+    """What :func:`roc` computed and wrote.
+
+    Attributes:
+        summary: per method: seeds, AUROC of the seed ensemble with bootstrap CI, and DeLong's
+            test against the baseline (``<out>_auroc.csv``).
+        curves: the ROC points per method (``<out>.csv``).
+        paths: png, pdf, csv, summary.
+        notes: warnings.
+    """
+
+    summary: pd.DataFrame
+    curves: pd.DataFrame
+    paths: dict[str, Path]
+    notes: list[str]
+
+
+def match_magnitude(aligned: Aligned, shift: str, magnitude: float | str) -> float:
+    mags = aligned.magnitudes[shift]
+    if isinstance(magnitude, str):
+        if magnitude == "strongest":
+            ident = aligned.identity[shift]
+            if ident is None:
+                raise UserInputError(
+                    f"shift {shift!r}: identity unknown, cannot pick the strongest magnitude; "
+                    "give a number"
+                )
+            return max(mags, key=lambda m: (abs(m - ident), m))
+        try:
+            magnitude = float(magnitude)
+        except ValueError:
+            raise UserInputError(
+                f"magnitude {magnitude!r} is not a number or 'strongest'"
+            ) from None
+    hits = [m for m in mags if math.isclose(m, float(magnitude), rel_tol=1e-9, abs_tol=1e-12)]
+    if not hits:
+        raise UserInputError(
+            f"shift {shift!r} has no magnitude {magnitude:g}; available: {fmt_list(mags)}"
+        )
+    return hits[0]
+
+
+def roc(
+    runs: str | Path | Sequence[str | Path] | Study,
+    *,
+    shift: str,
+    magnitude: float | str,
+    out: str | Path,
+    by: str = "method",
+    baseline: str | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    ci: float = 0.95,
+    plugins: Sequence[str] = (),
+    title: str | None = None,
+) -> RocResult:
+    """ROC curves of seed ensembles at one shift magnitude (the paper's Figure 7).
+
+    Per method (value of ``by``), the ensemble is the mean positive-class probability over its
+    seeds. The legend gives its AUROC with a ``ci`` percentile bootstrap interval over test
+    samples, and for every method but the baseline DeLong's two-sided test of its AUROC against
+    the baseline's (same samples). Binary tasks only; the positive class is the second class.
+
+    Args:
+        runs: run directories (or a loaded :class:`Study`).
+        shift: shift name; magnitude: a magnitude of its sweep, or ``"strongest"`` (farthest
+            from the identity).
+        out: figure path ending in ``.png`` or ``.pdf``.
+        by: per-checkpoint column naming the method.
+        baseline: reference method for DeLong's test (default: the first method in sorted order).
+        n_boot, seed, ci: bootstrap of the AUROC interval.
+        plugins: modules defining extra shifts.
+        title: figure title.
+
+    Returns:
+        :class:`RocResult`.
+    """
+    paths = figure_paths(out)
+    paths["summary"] = paths["csv"].with_name(paths["csv"].stem + "_auroc.csv")
+    study = runs if isinstance(runs, Study) else load_runs(runs, plugins=plugins)
+    if study.num_classes != 2:
+        raise UserInputError(
+            f"roc needs a binary task; these runs have {study.num_classes} classes "
+            f"({', '.join(study.class_names)})"
+        )
+    check_common("auroc", n_boot, ci, 2)
+    if n_boot < 1:
+        raise UserInputError("roc needs n_boot ≥ 1 for the AUROC interval")
+    aligned = align(study, by, [shift])
+    check_baseline(aligned, baseline)
+    mag = match_magnitude(aligned, shift, magnitude)
+    cell = read_cell(study, aligned, shift, mag)
+    if len(np.unique(cell.labels)) < 2:
+        raise UserInputError(f"{shift} {mag:g}: the test set has one class only; AUROC undefined")
+    notes: list[str] = []
+    ref = baseline if baseline is not None else aligned.group_names[0]
+    summary, curves = compute_roc(cell, aligned, mag, ref, n_boot, seed, ci)
+    if title is None:
+        title = (
+            f"ROC of seed ensembles: {shift}, {aligned.units[shift]} = {mag:g}, "
+            f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
+            f"DeLong two-sided vs {ref}"
+        )
+    fig = _draw_roc(summary, curves, aligned, ref, study.class_names[1], title)
+    write_csv(paths["csv"], curves)
+    write_csv(paths["summary"], summary)
+    save_figure(fig, paths["png"])
+    save_figure(fig, paths["pdf"])
+    return RocResult(summary, curves, paths, notes)
+
+
+def compute_roc(
+    cell: Cell, aligned: Aligned, mag: float, ref: str, n_boot: int, seed: int, ci: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(summary, curves)``: per method the ensemble's AUROC, CI and DeLong test; ROC points."""
+    from sklearn.metrics import roc_curve
+
+    from shiftbench.stats import bootstrap_ci, metric_values
+
+    ens = {g: ensemble_probs(cell.probs[aligned.members(g)])[:, 1] for g in aligned.group_names}
+    summary_rows, curve_rows = [], []
+    for g in aligned.group_names:
+        scores = ens[g]
+        two = np.stack([1.0 - scores, scores], axis=1)
+        res = bootstrap_ci(
+            lambda w, y, p, pr: metric_values("auroc", w, y, p, pr),
+            cell.labels,
+            two.argmax(axis=1),
+            two,
+            n_boot=n_boot,
+            ci=ci,
+            seed=seed,
+        )
+        row: dict[str, Any] = {
+            aligned.by: g,
+            "shift": cell.shift,
+            "units": aligned.units[cell.shift],
+            "magnitude": mag,
+            "n_seeds": aligned.n_seeds(g),
+            "n_samples": cell.ids.size,
+            "auroc": res.estimate,
+            "auroc_ci_low": res.ci_low,
+            "auroc_ci_high": res.ci_high,
+            "baseline": ref,
+        }
+        if g != ref:
+            dl = delong_test(cell.labels, scores, ens[ref])
+            row.update(
+                {
+                    "delong_diff": dl.difference,
+                    "delong_ci_low": dl.ci_low,
+                    "delong_ci_high": dl.ci_high,
+                    "delong_z": dl.z,
+                    "delong_p": dl.p_value,
+                }
+            )
+        summary_rows.append(row)
+        fpr, tpr, thr = roc_curve(cell.labels, scores, pos_label=1)
+        for f, t, th in zip(fpr, tpr, thr, strict=True):
+            curve_rows.append({aligned.by: g, "fpr": f, "tpr": t, "threshold": th})
+    summary = pd.DataFrame(summary_rows)
+    for col in ("delong_diff", "delong_ci_low", "delong_ci_high", "delong_z", "delong_p"):
+        if col not in summary:
+            summary[col] = np.nan
+    curves = pd.DataFrame(curve_rows)
+
+    return summary, curves
+
+
+def _draw_roc(
+    summary: pd.DataFrame,
+    curves: pd.DataFrame,
+    aligned: Aligned,
+    ref: str,
+    positive: str,
+    title: str,
+) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 6.0), layout="constrained")
+    ax = fig.subplots()
+    colors = palette(len(aligned.group_names))
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
+    for j, r in summary.iterrows():
+        g = r[aligned.by]
+        cg = curves[curves[aligned.by] == g]
+        label = (
+            f"{g} (ensemble of {r['n_seeds']}): AUROC {r['auroc']:.3f} "
+            f"[{r['auroc_ci_low']:.3f}, {r['auroc_ci_high']:.3f}]"
+        )
+        if g != ref:
+            label += (
+                f"\n  vs {ref}: Δ {r['delong_diff']:+.3f}, DeLong Z = {r['delong_z']:.2f}, "
+                f"{p_text(r['delong_p'])}"
+            )
+        ax.plot(
+            cg["fpr"],
+            cg["tpr"],
+            color=colors[j],
+            linestyle=LINESTYLES[j % len(LINESTYLES)],
+            linewidth=1.8,
+            label=label,
+        )
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate (1 − specificity)")
+    ax.set_ylabel(f"true positive rate (sensitivity, positive = {positive})")
+    ax.grid(True, color="#dddddd", linewidth=0.6)
+    ax.legend(loc="lower right", fontsize=7.5, frameon=True)
+    ax.set_title(title, fontsize=9)
+    return fig

@@ -1,0 +1,398 @@
+"""Loading run directories for a report: one scan of the key columns, nothing else in memory.
+
+A :class:`Study` is the *index* of one or more run directories: the checkpoints with their meta
+(``checkpoints.parquet`` in format 2, the meta columns of ``predictions.parquet`` in format 1),
+the cells (shift × magnitude × checkpoint, with their sample and class counts), the labels of the
+test samples and each shift's axis from the manifest. The predictions themselves stay on disk and
+are read one cell at a time (:mod:`shiftbench.report.cells`), so a report's memory does not grow
+with the number of prediction rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shiftbench.errors import DataError, UserInputError
+from shiftbench.run import rundir
+
+REQUIRED_COLUMNS = ("checkpoint", "shift", "magnitude", "sample_id", "label", "pred")
+# Columns of the predictions that are not per-checkpoint (never meta, never a --by column).
+_ROW_COLUMNS = (*REQUIRED_COLUMNS, "path")
+# Scan in bounded batches with little read-ahead: memory stays flat for any table size.
+_SCAN_ROWS = 1 << 20
+_SCAN = {"batch_size": _SCAN_ROWS, "batch_readahead": 2, "fragment_readahead": 2}
+
+
+@dataclass
+class Source:
+    """One run directory of a study.
+
+    Attributes:
+        run: the directory (or ``predictions.parquet`` file) as given.
+        run_dir: the directory.
+        dataset: the predictions as a lazy ``pyarrow.dataset.Dataset``.
+        format: ``shiftbench-run/2`` or ``shiftbench-run/1`` (also for a bare predictions file).
+        shifts: the manifest's shift records by name (``identity``, ``units``, ``magnitudes``).
+        rename: stored checkpoint name → name in the study (``<run>/<name>`` on clashes).
+    """
+
+    run: str
+    run_dir: Path
+    dataset: Any
+    format: str
+    shifts: dict[str, dict[str, Any]]
+    rename: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Study:
+    """The index of the predictions of one or more run directories, checked and concatenated.
+
+    Attributes:
+        checkpoints: one row per checkpoint: ``checkpoint`` (unique in the study), ``run`` and
+            the per-checkpoint (meta) columns.
+        class_names: class names in class-index order.
+        prob_columns: the ``prob_<class>`` columns in class-index order.
+        run_dirs: the directories as given.
+        meta_columns: per-checkpoint columns (``method``, ``seed``, …).
+        grid: one row per shift × magnitude × checkpoint × label with the row count ``n``.
+        samples: one row per shift × sample: ``shift``, ``sample_id``, ``label``.
+        sources: the run directories.
+        columns: every column of the joined (tidy) predictions view, for messages.
+        varying: columns that vary within a checkpoint (format 1) → a checkpoint where they do.
+    """
+
+    checkpoints: pd.DataFrame
+    class_names: list[str]
+    prob_columns: list[str]
+    run_dirs: list[str]
+    meta_columns: list[str]
+    grid: pd.DataFrame
+    samples: pd.DataFrame
+    sources: list[Source]
+    columns: list[str]
+    varying: dict[str, str] = field(default_factory=dict)
+    _aligned: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+    _table: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.prob_columns)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """All predictions as one wide DataFrame (meta joined, ``run`` column): loads everything.
+
+        Kept for callers of shiftbench 0.1; the reports never use it.
+        """
+        if self._table is None:
+            self._table = _wide_table(self)
+        return self._table
+
+    def check_column(self, column: str, option: str) -> None:
+        """Raise unless ``column`` exists and is constant within every checkpoint."""
+        if column not in self.columns:
+            raise UserInputError(
+                f"{option} column {column!r} is not in the predictions; available columns: "
+                f"{', '.join(self.columns)}"
+            )
+        if column != "checkpoint" and column not in self.checkpoints.columns:
+            ck = self.varying.get(column, str(self.checkpoints["checkpoint"].iloc[0]))
+            raise UserInputError(
+                f"{option} column {column!r} varies within checkpoint {ck!r}; "
+                "choose a per-checkpoint column such as method"
+            )
+        missing = self.checkpoints[column].isna()
+        if missing.any():
+            ck = self.checkpoints.loc[missing, "checkpoint"].iloc[0]
+            raise UserInputError(
+                f"checkpoint {ck!r} has no value in column {column!r}; give every checkpoint a "
+                f"{column!r} in its meta, or choose another {option} column"
+            )
+
+
+def load_runs(runs: str | Path | Sequence[str | Path], *, plugins: Sequence[str] = ()) -> Study:
+    """Index the predictions of run directories (format 2, or format 1 ``predictions.parquet``).
+
+    Reads the manifest, ``checkpoints.parquet`` and one pass over the key columns of the
+    predictions (checkpoint, shift, magnitude, sample_id, label) in bounded batches.
+
+    Args:
+        runs: one or more run directories (or format-1 ``predictions.parquet`` files).
+        plugins: modules to import first, for shifts whose axis a format-1 manifest lacks.
+
+    Returns:
+        A :class:`Study`.
+
+    Raises:
+        UserInputError: a path is missing or given twice, columns are missing, or the runs have
+            different classes or disagree on a sample's label.
+        DataError: a file cannot be read.
+    """
+    from shiftbench.registry import load_plugins
+
+    if isinstance(runs, (str, Path)):
+        runs = [runs]
+    runs = [str(r) for r in runs]
+    if not runs:
+        raise UserInputError("no run directory given")
+    if len({Path(r).resolve() for r in runs}) != len(runs):
+        raise UserInputError(f"a run directory is given twice: {', '.join(runs)}")
+    load_plugins(list(plugins))
+    sources, ck_tables, grids, samples = [], [], [], []
+    prob_columns: list[str] | None = None
+    class_names: list[str] | None = None
+    varying: dict[str, str] = {}
+    for run in runs:
+        source, probs, names = _open_source(run)
+        if prob_columns is None:
+            prob_columns, class_names = probs, names
+        elif probs != prob_columns:
+            raise UserInputError(
+                f"runs have different classes: {runs[0]} has {', '.join(prob_columns)}, "
+                f"{run} has {', '.join(probs)}"
+            )
+        grid, ids = _scan(source)
+        if grid.empty:
+            raise UserInputError(f"{_where(source)} has no rows")
+        cks, vary = _checkpoint_table(source, probs)
+        varying.update(vary)
+        sources.append(source)
+        ck_tables.append(cks.assign(run=run))
+        grids.append(grid.assign(run=run))
+        samples.append(ids.assign(run=run))
+    assert prob_columns is not None and class_names is not None
+    _unique_checkpoints(sources, ck_tables, grids)
+    checkpoints = pd.concat(ck_tables, ignore_index=True)
+    grid = pd.concat(grids, ignore_index=True).drop(columns="run")
+    samples_all = pd.concat(samples, ignore_index=True)
+    _check_labels(samples_all)
+    samples_all = samples_all.drop_duplicates(["shift", "sample_id"]).drop(columns="run")
+    meta = [c for c in checkpoints.columns if c not in ("checkpoint", "run")]
+    for column in varying:
+        if column in checkpoints.columns:
+            checkpoints = checkpoints.drop(columns=column)
+    columns = [*REQUIRED_COLUMNS[:4], *REQUIRED_COLUMNS[4:], *prob_columns, *meta]
+    return Study(
+        checkpoints=checkpoints.reset_index(drop=True),
+        class_names=class_names,
+        prob_columns=prob_columns,
+        run_dirs=runs,
+        meta_columns=meta,
+        grid=grid,
+        samples=samples_all.sort_values(["shift", "sample_id"], ignore_index=True),
+        sources=sources,
+        columns=list(dict.fromkeys(columns)),
+        varying=varying,
+    )
+
+
+def _where(source: Source) -> Path:
+    if source.format == rundir.FORMAT_V2:
+        return source.run_dir / rundir.PREDICTIONS_DIR
+    return source.run_dir / rundir.PREDICTIONS_V1
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError) as e:
+        raise DataError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise DataError(f"cannot read {path}: not a JSON object")
+    return data
+
+
+def _open_source(run: str) -> tuple[Source, list[str], list[str]]:
+    """Open one run: its predictions dataset, manifest shifts, prob columns and class names."""
+    import pyarrow.dataset as pads
+
+    path = Path(run)
+    if path.is_file() and path.suffix == ".parquet":
+        pred_path, run_dir = path, path.parent
+    elif path.is_dir():
+        pred_path, run_dir = path / rundir.PREDICTIONS_V1, path
+    else:
+        raise UserInputError(f"run directory {run} does not exist")
+    manifest = _read_json(run_dir / rundir.MANIFEST)
+    if "format" in manifest:
+        manifest = rundir.read_manifest(run_dir)  # refuses formats this version cannot read
+    fmt = str(manifest.get("format", rundir.FORMAT_V1))
+    if fmt == rundir.FORMAT_V2 and pred_path.parent == run_dir and path.is_dir():
+        dataset = rundir.open_predictions(run_dir)
+    else:
+        if not pred_path.is_file():
+            raise UserInputError(
+                f"{pred_path} not found; is {run} a run directory written by `shiftbench run`?"
+            )
+        try:
+            dataset = pads.dataset(pred_path, format="parquet")
+        except Exception as e:  # pyarrow raises several types for a broken file
+            raise DataError(f"cannot read {pred_path}: {e}") from e
+        fmt = rundir.FORMAT_V1
+    names = [str(n) for n in dataset.schema.names]
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    probs = [c for c in names if c.startswith(rundir.PROB_PREFIX)]
+    where = pred_path if fmt == rundir.FORMAT_V1 else run_dir / rundir.PREDICTIONS_DIR
+    if missing or len(probs) < 2:
+        what = ", ".join(missing) if missing else "prob_<class> (at least 2)"
+        raise UserInputError(f"{where} lacks column(s) {what}; available: {', '.join(names)}")
+    if "run" in names:
+        raise UserInputError(f"{where} has a column named 'run', which shiftbench reserves")
+    class_names = [c[len(rundir.PROB_PREFIX) :] for c in probs]
+    stored = manifest.get("class_names")
+    if stored is not None:
+        if len(stored) != len(probs):
+            raise DataError(
+                f"{run_dir / rundir.MANIFEST} lists {len(stored)} class names but predictions "
+                f"have {len(probs)} prob_ columns; the run directory is inconsistent"
+            )
+        class_names = [str(s) for s in stored]
+    shifts = {
+        str(s["name"]): s for s in manifest.get("shifts", []) if isinstance(s, dict) and "name" in s
+    }
+    return Source(run, run_dir, dataset, fmt, shifts), probs, class_names
+
+
+def _decoded(batch: pa.RecordBatch) -> pa.Table:
+    """The batch as a table with dictionary columns decoded (group_by keys)."""
+    table = pa.Table.from_batches([batch])
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, f.name, pc.cast(table[f.name], f.type.value_type))
+    return table
+
+
+def _scan(source: Source) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One pass over the key columns.
+
+    Returns:
+        ``grid``: shift, magnitude, checkpoint, label, n (rows); ``ids``: shift, sample_id,
+        label (distinct).
+    """
+    keys = ["shift", "magnitude", "checkpoint", "label"]
+    grids: list[pd.DataFrame] = []
+    ids: list[pd.DataFrame] = []
+    try:
+        for batch in source.dataset.to_batches(columns=[*keys, "sample_id"], **_SCAN):
+            if batch.num_rows == 0:
+                continue
+            t = _decoded(batch)
+            grids.append(t.group_by(keys).aggregate([("sample_id", "count")]).to_pandas())
+            ids.append(t.group_by(["shift", "sample_id", "label"]).aggregate([]).to_pandas())
+            if len(ids) >= 16:  # keep the distinct ids compact while scanning
+                ids = [pd.concat(ids, ignore_index=True).drop_duplicates()]
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"cannot read {_where(source)}: {e}") from e
+    if not grids:
+        return pd.DataFrame(columns=[*keys, "n"]), pd.DataFrame(columns=["shift", "sample_id"])
+    grid = pd.concat(grids, ignore_index=True).rename(columns={"sample_id_count": "n"})
+    grid = grid.groupby(keys, as_index=False, sort=True)["n"].sum()
+    grid["magnitude"] = grid["magnitude"].astype(np.float64)
+    grid["checkpoint"] = grid["checkpoint"].astype(str)
+    grid["label"] = grid["label"].astype(np.int64)
+    out = pd.concat(ids, ignore_index=True).drop_duplicates()
+    out["label"] = out["label"].astype(np.int64)
+    out["sample_id"] = out["sample_id"].astype(np.int64)
+    return grid, out
+
+
+def _checkpoint_table(source: Source, probs: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """One row per checkpoint with its meta; and columns that vary within a checkpoint."""
+    if source.format == rundir.FORMAT_V2:
+        path = source.run_dir / rundir.CHECKPOINTS
+        try:
+            cks = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises several types for a broken file
+            raise DataError(f"cannot read {path}: {e}") from e
+        fixed = [c for c in rundir.CHECKPOINT_COLUMNS if c != "checkpoint"]
+        cks = cks.drop(columns=[c for c in fixed if c in cks.columns])
+        cks["checkpoint"] = cks["checkpoint"].astype(str)
+        return cks, {}
+    names = list(source.dataset.schema.names)
+    meta = [c for c in names if c not in (*_ROW_COLUMNS, *probs)]
+    parts: list[pd.DataFrame] = []
+    try:
+        for batch in source.dataset.to_batches(columns=["checkpoint", *meta], **_SCAN):
+            t = _decoded(batch)
+            parts.append(t.group_by(["checkpoint", *meta]).aggregate([]).to_pandas())
+            if len(parts) >= 16:
+                parts = [pd.concat(parts, ignore_index=True).drop_duplicates()]
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"cannot read {_where(source)}: {e}") from e
+    distinct = pd.concat(parts, ignore_index=True).drop_duplicates()
+    distinct["checkpoint"] = distinct["checkpoint"].astype(str)
+    varying: dict[str, str] = {}
+    for column in meta:
+        counts = distinct.groupby("checkpoint", sort=False)[column].nunique(dropna=False)
+        if (counts > 1).any():
+            varying[column] = str(counts.idxmax())
+    constant = [c for c in meta if c not in varying]
+    cks = distinct.drop_duplicates("checkpoint")[["checkpoint", *constant]]
+    return cks.reset_index(drop=True), varying
+
+
+def _unique_checkpoints(
+    sources: list[Source], ck_tables: list[pd.DataFrame], grids: list[pd.DataFrame]
+) -> None:
+    """Checkpoint names seen in several runs get a ``<run>/`` prefix (in place)."""
+    owners: dict[str, set[str]] = {}
+    for source, cks in zip(sources, ck_tables, strict=True):
+        for ck in cks["checkpoint"]:
+            owners.setdefault(str(ck), set()).add(source.run)
+    clashes = {ck for ck, rs in owners.items() if len(rs) > 1}
+    for source, cks, grid in zip(sources, ck_tables, grids, strict=True):
+        label = Path(source.run).name or source.run
+        source.rename = {
+            str(ck): (f"{label}/{ck}" if ck in clashes else str(ck)) for ck in cks["checkpoint"]
+        }
+        cks["checkpoint"] = cks["checkpoint"].map(source.rename)
+        grid["checkpoint"] = grid["checkpoint"].map(source.rename).fillna(grid["checkpoint"])
+    names = [ck for cks in ck_tables for ck in cks["checkpoint"]]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise UserInputError(
+            f"checkpoint {dup!r} appears in two runs with the same directory name; "
+            "rename one run directory"
+        )
+
+
+def _check_labels(samples: pd.DataFrame) -> None:
+    """Every sample id has one label across shifts and runs."""
+    labels_per_id = samples.groupby("sample_id")["label"].nunique()
+    if (labels_per_id > 1).any():
+        sid = labels_per_id.idxmax()
+        seen = samples.loc[samples["sample_id"] == sid].groupby("run")["label"].unique()
+        detail = "; ".join(f"{r}: {sorted(map(int, v))}" for r, v in seen.items())
+        raise UserInputError(
+            f"test sets differ: sample {sid} has different labels ({detail}); "
+            "combine only runs evaluated on the same data set"
+        )
+
+
+def _wide_table(study: Study) -> pd.DataFrame:
+    """The 0.1 wide predictions table of the whole study (everything in memory)."""
+    frames = []
+    meta = study.checkpoints.drop(columns="run")
+    for source in study.sources:
+        df = source.dataset.to_table().to_pandas()
+        df["checkpoint"] = df["checkpoint"].astype(str).map(source.rename)
+        df["shift"] = df["shift"].astype(str)
+        if source.format == rundir.FORMAT_V2:
+            df = df.merge(meta, on="checkpoint", how="left")
+        df["run"] = source.run
+        frames.append(df)
+    table = pd.concat(frames, ignore_index=True)
+    table["magnitude"] = table["magnitude"].astype(np.float64)
+    return table
