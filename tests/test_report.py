@@ -520,3 +520,86 @@ def test_python_api_rejects_a_file_as_leaderboard_folder(study, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserInputError, match="is a file"):
         report.leaderboard(study, out=tmp_path / "file")
+
+
+# --- format 2: streamed cell by cell from the partitioned files ---------------------------------
+@pytest.fixture(scope="module")
+def run_v2(tmp_path_factory, table) -> Path:
+    return write_run_v2(tmp_path_factory.mktemp("v2") / "run", table)
+
+
+def test_v2_leaderboard_streamed_equals_in_memory(run_v2, study, tmp_path):
+    """Goldens come from 0.1's in-memory report; format 1 is read whole-file, format 2 by cell."""
+    v2 = report.leaderboard(run_v2, out=tmp_path / "v2", baseline="wd", n_boot=500, seed=0)
+    assert_matches_golden(v2.paths["csv"], "leaderboard_balanced_accuracy.csv")
+    assert_matches_golden(v2.paths["differences"], "differences_balanced_accuracy.csv")
+    v1 = report.leaderboard(study, out=tmp_path / "v1", baseline="wd", n_boot=500, seed=0)
+    pd.testing.assert_frame_equal(v1.table, v2.table)
+    pd.testing.assert_frame_equal(v1.differences, v2.differences)
+
+
+def test_v2_plot_streamed_equals_in_memory(run_v2, study, tmp_path):
+    v2 = report.plot(run_v2, out=tmp_path / "v2.png", metric="auroc", band="ci", n_boot=300)
+    assert_matches_golden(v2.paths["csv"], "plot_auroc_ci.csv")
+    v1 = report.plot(study, out=tmp_path / "v1.png", metric="auroc", band="ci", n_boot=300)
+    pd.testing.assert_frame_equal(v1.data, v2.data)
+
+
+def test_v2_roc_streamed_equals_in_memory(run_v2, study, table, tmp_path):
+    kw = {"shift": "synth_blur", "magnitude": 19, "baseline": "wd", "n_boot": 200}
+    v2 = report.roc(run_v2, out=tmp_path / "v2.png", **kw)
+    v1 = report.roc(study, out=tmp_path / "v1.png", **kw)
+    pd.testing.assert_frame_equal(v1.summary, v2.summary)
+    pd.testing.assert_frame_equal(v1.curves, v2.curves)
+    cell = table[(table["shift"] == "synth_blur") & (table["magnitude"] == 19)]
+    sd = cell[cell["method"] == "sd"].groupby("sample_id")
+    want = roc_auc_score(sd["label"].first(), sd["prob_OSCC"].mean())
+    assert v2.summary.set_index("method").at["sd", "auroc"] == pytest.approx(want, abs=1e-6)
+
+
+def test_v2_figures_streamed_equals_in_memory(run_v2, run_dir, tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'runs = ["run"]\nout = "report"\nbaseline = "wd"\nn_boot = 50\n\n'
+        '[[leaderboard]]\nname = "lb"\n\n[[plot]]\nname = "fig4"\nband = "ci"\n\n'
+        '[[roc]]\nname = "fig7"\nshift = "synth_stain"\nmagnitude = "strongest"\n'
+    )
+    outputs = {}
+    for name, run in (("v1", run_dir), ("v2", run_v2)):
+        root = tmp_path / name
+        shutil.copytree(run, root / "run")
+        report.figures(spec, root=root)
+        outputs[name] = {
+            p.relative_to(root).as_posix(): p.read_bytes()
+            for p in (root / "report").rglob("*")
+            if p.suffix in (".csv", ".md")
+        }
+    assert outputs["v1"] == outputs["v2"] and len(outputs["v2"]) == 7
+
+
+def test_v2_reads_meta_from_checkpoints_parquet(run_v2):
+    s = report.load_runs(run_v2)
+    assert set(s.meta_columns) == {"method", "seed"}
+    assert len(s.checkpoints) == 10 and s.checkpoints["method"].value_counts().to_dict() == {
+        "sd": 5,
+        "wd": 5,
+    }
+    assert len(s.table) == 10 * 12 * 150  # the 0.1 wide view, loaded on demand
+
+
+def test_stored_format1_fixture_is_reported():
+    """The run helper's stored 0.1 run directory (real runner output) reads as format 1."""
+    fixture = REPO / "tests" / "fixtures" / "run_v1"
+    if not fixture.exists():
+        pytest.skip("no stored format-1 fixture")
+    s = report.load_runs(fixture)
+    wide = pd.read_parquet(fixture / "predictions.parquet")
+    by = "checkpoint"
+    metrics = report.checkpoint_metrics(s, metric="accuracy", by=by)
+    for (ck, shift, mag), g in wide.groupby(["checkpoint", "shift", "magnitude"]):
+        got = metrics[
+            (metrics["checkpoint"] == ck)
+            & (metrics["shift"] == shift)
+            & (metrics["magnitude"] == mag)
+        ]["accuracy"]
+        assert got.item() == pytest.approx(accuracy_score(g["label"], g["pred"]), abs=1e-12)

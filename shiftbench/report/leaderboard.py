@@ -191,7 +191,8 @@ def compute_leaderboard(
         warn(
             notes,
             "no shift has a known identity magnitude: clean score and drop are not reported "
-            "(the run manifests record no identity and no shift is registered; load a plugin with --plugin)",
+            "(the run manifests record no identity and the shifts are not registered; "
+            "load their plugin with --plugin)",
         )
     else:
         cell = reps[(clean_shift, aligned.identity[clean_shift])]
