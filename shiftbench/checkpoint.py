@@ -44,6 +44,7 @@ from torch import nn
 
 from shiftbench.errors import CheckpointError
 from shiftbench.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from shiftbench.run.rundir import RESERVED, atomic_write, check_reserved
 
 __all__ = [
     "FORMAT",
@@ -56,10 +57,9 @@ __all__ = [
 ]
 
 FORMAT = "shiftbench/1"
-#: Columns of predictions.parquet that ``meta`` keys may not reuse.
-RESERVED_COLUMNS = frozenset(
-    {"checkpoint", "shift", "magnitude", "sample_id", "path", "label", "pred", "group"}
-)
+#: Names ``meta`` keys may not take (run-directory, metric and report columns; also any
+#: ``prob_*``): see :data:`shiftbench.run.rundir.RESERVED`.
+RESERVED_COLUMNS = RESERVED
 _SCALAR = (str, int, float, bool, type(None))
 _TS_EXTRA = "shiftbench.json"
 
@@ -189,13 +189,7 @@ def save_checkpoint(
     if names is not None:
         payload["class_names"] = names
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 
@@ -682,10 +676,7 @@ def _check_meta(meta: Mapping[str, Any], *, where: str) -> dict[str, Any]:
     for key, value in meta.items():
         if not isinstance(key, str) or not key:
             raise CheckpointError(f"{where}: keys must be non-empty strings; got {key!r}")
-        if key in RESERVED_COLUMNS or key.startswith("prob_"):
-            raise CheckpointError(
-                f"{where}: key {key!r} clashes with a predictions column; rename it"
-            )
+        check_reserved([key], f"{where}: key", CheckpointError)
         if not isinstance(value, _SCALAR):
             raise CheckpointError(
                 f"{where}[{key!r}] must be a str, int, float, bool or None (a table cell); got "

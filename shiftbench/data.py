@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from shiftbench.errors import DataError
+from shiftbench.run.rundir import check_reserved
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -57,8 +58,6 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
-#: Column names of predictions.parquet that extra CSV columns may not reuse.
-_RESERVED = frozenset({"checkpoint", "shift", "magnitude", "sample_id", "path", "label", "pred"})
 
 
 class UnreadableImage(DataError):
@@ -405,11 +404,8 @@ def _open_csv(csv: Path, limit: int | None, strict: bool, size: int | None) -> F
         bad = table.index[table[col].isna()]
         if len(bad):
             raise DataError(f"CSV manifest {csv}: row {int(bad[0]) + 2} has an empty {col}")
-    clash = [c for c in table.columns if c not in ("path", "label") and _reserved(str(c))]
-    if clash:
-        raise DataError(
-            f"CSV manifest {csv}: column {clash[0]!r} clashes with a predictions column; rename it"
-        )
+    extra = [str(c) for c in table.columns if c not in ("path", "label")]
+    check_reserved(extra, f"CSV manifest {csv}: column", DataError)
     labels, class_names, from_names = _csv_labels(table, csv)
     extras = table.drop(columns=["path", "label"])
     return FileDataset(
@@ -533,10 +529,6 @@ def _npz_memmap(path: Path, name: str) -> np.ndarray | None:
     return np.memmap(
         path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C"
     )
-
-
-def _reserved(column: str) -> bool:
-    return column in _RESERVED or column.startswith("prob_")
 
 
 # ---------------------------------------------------------------------------------------------

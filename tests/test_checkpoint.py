@@ -84,7 +84,7 @@ def test_save_rejects_weights_that_do_not_fit(tmp_path, model):
             mean=[0.5] * 3,
             std=[0.5] * 3,
         )
-    with pytest.raises(CheckpointError, match="clashes with a predictions column"):
+    with pytest.raises(CheckpointError, match="reserved name"):
         save_checkpoint(
             tmp_path / "m.pt",
             model,

@@ -81,7 +81,7 @@ def test_csv_class_name_column_names_int_labels(tmp_path):
         ("path,label\na.png,0.5\n", "is not a class index"),
         ("path,label\na.png,0\na.png,tumour\n", "mixes numbers and names"),
         ("path,label\na.png,\n", "row 2 has an empty label"),
-        ("path,label,pred\na.png,0,1\n", "column 'pred' clashes"),
+        ("path,label,pred\na.png,0,1\n", "column: 'pred' is a reserved name"),
     ],
 )
 def test_csv_errors(tmp_path, text, message):

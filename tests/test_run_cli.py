@@ -17,6 +17,8 @@ from _models import (
     write_oral_folder,
 )
 
+from shiftbench import read_predictions
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -68,7 +70,7 @@ def test_run_all_shifts_and_summary(cli, env, tmp_path):
     assert "accuracy" in stdout and "wrote" in stdout
     metrics = pd.read_csv(out / "metrics.csv")
     assert set(metrics["shift"]) == {"blur", "cutout", "eosin", "haematoxylin", "sharpen"}
-    pred = pd.read_parquet(out / "predictions.parquet")
+    pred = read_predictions(out)
     assert len(pred) == 5 * 8
     clean = pred[pred["shift"] == "blur"]["prob_OSCC"].to_numpy()
     cut = pred[pred["shift"] == "cutout"]["prob_OSCC"].to_numpy()
@@ -301,7 +303,7 @@ def test_nan_logits_fail_loud_and_keep_finished_batches(cli, env, tmp_path):
     )
     assert "checkpoint nan produced non-finite logits" in line and "batch 1" in line
     assert len(list((out / "parts").glob("b000000-*.parquet"))) == 1
-    assert not (out / "predictions.parquet").exists()
+    assert not (out / "predictions").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "non-finite logits" in manifest["error"]
 

@@ -25,9 +25,10 @@ from conftest import read_rgb
 from sklearn.metrics import accuracy_score
 
 import shiftbench
-from shiftbench import open_dataset
+from shiftbench import open_dataset, read_predictions
 from shiftbench.errors import DataError, RunError
 from shiftbench.metrics import cell_metrics
+from shiftbench.run.rundir import open_predictions
 from shiftbench.runner import run
 
 TESTS = Path(__file__).resolve().parent
@@ -243,7 +244,7 @@ def test_different_run_in_out_dir_is_refused(setup, full_run):
             seed=8,
             resume=True,
         )
-    assert pq.ParquetFile(full_run.predictions_path).metadata.num_rows == 144
+    assert open_predictions(full_run.out_dir).count_rows() == 144
 
 
 @pytest.fixture
@@ -317,15 +318,15 @@ def test_kill_9_then_resume_gives_identical_tables(setup, slow_plugin, tmp_path)
             proc.kill()
     n_parts = len(list((killed / "parts").glob("b*.parquet")))
     assert 1 <= n_parts < 6, "the kill must land mid-run"
-    assert not (killed / "predictions.parquet").exists()
+    assert not (killed / "predictions").exists()
 
     from shiftbench.cli import main
 
     assert main([*args, "--out", str(killed)]) == 2  # refuses without --resume
     assert main([*args, "--out", str(killed), "--resume"]) == 0
     assert main([*args, "--out", str(tmp_path / "clean")]) == 0
-    got = pd.read_parquet(killed / "predictions.parquet")
-    ref = pd.read_parquet(tmp_path / "clean" / "predictions.parquet")
+    got = read_predictions(killed)
+    ref = read_predictions(tmp_path / "clean")
     pd.testing.assert_frame_equal(got, ref)
     assert not got.duplicated(["checkpoint", "shift", "magnitude", "sample_id"]).any()
     assert len(got) == 2 * 2 * 2 * 12

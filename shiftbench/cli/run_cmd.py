@@ -98,12 +98,13 @@ def run_command(
 ) -> None:
     """Evaluate checkpoints on a test set at every magnitude of each shift.
 
-    Writes predictions.parquet, metrics.csv and manifest.json to --out; see
-    docs/reference/run-directory.md.
+    Writes predictions/, checkpoints.parquet, samples.parquet, metrics.csv and manifest.json
+    to --out; see docs/reference/run-directory.md.
     """
     from rich.console import Console
 
-    from shiftbench.runner import run
+    from shiftbench.run.api import run
+    from shiftbench.run.rundir import open_predictions
 
     err = Console(stderr=True)
     result = run(
@@ -133,11 +134,9 @@ def run_command(
         command=_command_line(ctx),
     )
     Console().print(result.summary())
-    import pyarrow.parquet as pq
-
-    n_rows = pq.ParquetFile(result.predictions_path).metadata.num_rows
+    n_rows = open_predictions(result.out_dir).count_rows()
     typer.echo(
-        f"wrote {result.predictions_path} ({n_rows} rows), {result.metrics_path.name} "
+        f"wrote {result.predictions_path}/ ({n_rows} rows), {result.metrics_path.name} "
         f"({len(result.metrics)} rows), {result.manifest_path.name}"
     )
 

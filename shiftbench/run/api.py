@@ -1,0 +1,338 @@
+"""``run()``: evaluate checkpoints on a test set under every magnitude of every shift.
+
+Orchestration only; the steps live in their own modules: plan → models → (lock) out dir →
+sweep → tables → metrics → manifest. See docs/reference/run-directory.md for what it writes.
+
+Resume: a *cell* is checkpoint (by SHA-256) × shift × magnitude. Each part file records which
+cells of which batch it holds, so after an interruption (even ``kill -9``) ``resume=True``
+computes only the missing (batch, cell) pairs — including cells a new command adds (another
+checkpoint or shift) — and rebuilds the tables, sorted deterministically, so they are identical
+to those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shiftbench.checkpoint import LoadedCheckpoint
+from shiftbench.data import ImageDataset, default_workers, open_dataset
+from shiftbench.devices import resolve_device
+from shiftbench.errors import DataError, RunError, UserInputError
+from shiftbench.registry import load_plugins
+from shiftbench.run.manifest import base_manifest, outcome
+from shiftbench.run.metrics_step import compute_run_metrics
+from shiftbench.run.models import Model, check_names, load_models, probe, resolve_classes
+from shiftbench.run.outdir import (
+    check_out_dir,
+    clean_temp_dirs,
+    remove_run_files,
+    stored_batch_size,
+)
+from shiftbench.run.parts import scan_parts
+from shiftbench.run.plan import Cell, ShiftPlan, pending, plan_shifts, requested_cells
+from shiftbench.run.progress import Messenger
+from shiftbench.run.rundir import (
+    MANIFEST,
+    METRICS,
+    PARTS_DIR,
+    PREDICTIONS_DIR,
+    atomic_write,
+    atomic_write_json,
+    locked,
+)
+from shiftbench.run.summary import summary_table
+from shiftbench.run.sweep import sweep
+from shiftbench.run.tables import write_tables
+from shiftbench.run.values import default_command, first_line, integer, non_negative, now, positive
+from shiftbench.shifts.base import Shift
+
+__all__ = ["DEFAULT_BATCH_SIZE", "RunResult", "run"]
+
+DEFAULT_BATCH_SIZE = 64
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` produced.
+
+    Attributes:
+        out_dir: the run directory.
+        predictions_path: the ``predictions/`` folder (one parquet file per shift × checkpoint).
+        metrics_path, manifest_path: ``metrics.csv`` and ``manifest.json``.
+        metrics: the contents of ``metrics.csv``.
+        manifest: the contents of ``manifest.json``.
+    """
+
+    out_dir: Path
+    predictions_path: Path
+    metrics_path: Path
+    manifest_path: Path
+    metrics: pd.DataFrame
+    manifest: dict[str, Any]
+
+    def predictions(self, columns: Sequence[str] | None = None, **kwargs: Any) -> Any:
+        """The joined predictions table (see :func:`shiftbench.read_predictions`)."""
+        from shiftbench.run.read import read_predictions
+
+        return read_predictions(self.out_dir, columns=columns, **kwargs)
+
+    def summary(self) -> Any:
+        """A rich renderable: accuracy per magnitude (rows) per checkpoint (columns), per shift."""
+        return summary_table(self.metrics, self.manifest)
+
+
+@dataclass
+class _Inputs:
+    dataset: ImageDataset
+    models: list[Model]
+    plans: list[ShiftPlan]
+    class_names: list[str]
+    label_map: np.ndarray
+    device: torch.device
+    channels_last: bool
+
+
+def run(
+    checkpoints: Sequence[str | os.PathLike[str] | LoadedCheckpoint] | str | os.PathLike[str],
+    data: str | os.PathLike[str] | ImageDataset,
+    shifts: Sequence[str | Shift] | str = "all",
+    *,
+    out: str | os.PathLike[str],
+    magnitudes: Sequence[float] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    group_by: str | None = None,
+    n_boot: int = 1000,
+    strict: bool = False,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    trust_checkpoint: bool = False,
+    plugins: Sequence[str] = (),
+    image_size: int | None = None,
+    channels_last: bool | None = None,
+    progress: bool = False,
+    console: Any = None,
+    command: Sequence[str] | None = None,
+) -> RunResult:
+    """Evaluate checkpoints on a test set under every magnitude of every shift.
+
+    Mirrors ``shiftbench run`` (see ``shiftbench run --help``).
+
+    Args:
+        checkpoints: checkpoint file(s) (any format :func:`~shiftbench.load_checkpoint` reads) or
+            already loaded :class:`~shiftbench.checkpoint.LoadedCheckpoint` objects.
+        data: image folder, CSV manifest, ``.npz`` file or an opened data set.
+        shifts: shift names (or :class:`Shift` instances), ``"all"``, or a comma-separated string.
+        out: run directory.
+        magnitudes: magnitudes for every shift (default: each shift's own sweep).
+        resume: reuse the finished cells in ``out`` and compute only the rest.
+        overwrite: delete the run files in ``out`` first.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        batch_size: images per batch (default 64; with ``resume``, the run's own batch size).
+            Part of the run's identity: a resumed run must keep it.
+        workers: image-decoding processes (default: half the cores, 1 to 4).
+        seed: seed of stochastic shifts and of the bootstrap.
+        limit: use only the first ``limit`` samples.
+        group_by: extra CSV column; metrics get one row per value.
+        n_boot: bootstrap resamples for the confidence intervals (0: no CIs).
+        strict: unreadable images are errors instead of being skipped.
+        arch, num_classes, trust_checkpoint: passed to :func:`~shiftbench.load_checkpoint`.
+        plugins: modules to import so that the shifts they define are registered.
+        image_size: resize images to ``image_size²`` on load (needed when sizes differ).
+        channels_last: run models in channels-last memory format (default: on for the CPU).
+        progress: show a rich progress bar.
+        console: rich Console for progress and messages (default: log messages instead).
+        command: the command line, for the manifest.
+
+    Returns:
+        A :class:`RunResult` with the table paths and the metrics DataFrame.
+
+    Raises:
+        UserInputError, CheckpointError, DataError, RunError: one-line messages saying what is
+            wrong; nothing already written is deleted (except with ``overwrite``).
+    """
+    t_start, started_at, say, out_dir = time.perf_counter(), now(), Messenger(console), Path(out)
+    if resume and overwrite:
+        raise UserInputError("--resume and --overwrite exclude each other; pick one")
+    if batch_size is None:
+        batch_size = stored_batch_size(out_dir) if resume else None
+    batch_size = positive(DEFAULT_BATCH_SIZE if batch_size is None else batch_size, "batch size")
+    settings = {
+        "seed": integer(seed, "seed"),
+        "n_boot": non_negative(n_boot, "--n-boot"),
+        "group_by": group_by,
+        "batch_size": batch_size,
+        "strict": strict,
+        "workers": non_negative(default_workers() if workers is None else workers, "workers"),
+    }
+    if plugins:
+        load_plugins(list(plugins))
+    plans = plan_shifts(shifts, magnitudes)
+    t0 = time.perf_counter()
+    inp = _open_inputs(
+        checkpoints, data, plans, device, channels_last, limit, image_size, strict, group_by,
+        (arch, num_classes, trust_checkpoint), say,
+    )  # fmt: skip
+    settings["channels_last"] = inp.channels_last
+    timings = {"load": time.perf_counter() - t0}
+    config = {
+        "data_fingerprint": inp.dataset.fingerprint(),
+        "n_samples": len(inp.dataset),
+        "image_size": inp.dataset.image_size,
+        "batch_size": batch_size,
+        "seed": settings["seed"],
+        "class_names": inp.class_names,
+    }
+    with locked(out_dir):
+        previous = check_out_dir(out_dir, config, resume, overwrite)
+        if overwrite:
+            remove_run_files(out_dir)
+            previous = None
+        clean_temp_dirs(out_dir)
+        command = list(command) if command is not None else default_command()
+        invocation = {"command": command, "started_at": started_at, "resume": bool(resume)}
+        manifest = base_manifest(
+            previous, config, invocation, inp.models, inp.dataset, inp.plans, settings, inp.device
+        )
+        atomic_write_json(out_dir / MANIFEST, manifest)
+        try:
+            metrics, index_outcome = _compute(
+                out_dir,
+                inp,
+                settings,
+                timings,
+                resume and previous is not None,
+                say,
+                progress,
+                console,
+            )
+        except BaseException as e:  # the parts stay; the manifest says why the tables are missing
+            manifest["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            manifest["error"] = first_line(e)
+            manifest["invocations"][-1]["finished_at"] = now()
+            with contextlib.suppress(Exception):
+                atomic_write_json(out_dir / MANIFEST, manifest)
+            raise
+        timings["total"] = time.perf_counter() - t_start
+        invocation.update(finished_at=now(), **index_outcome.pop("invocation"))
+        invocation["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        manifest.update(index_outcome)
+        atomic_write_json(out_dir / MANIFEST, manifest)
+    if manifest["n_skipped"]:
+        say(f"{manifest['n_skipped']} unreadable image(s) skipped; listed in {out_dir / MANIFEST}")
+    return RunResult(
+        out_dir, out_dir / PREDICTIONS_DIR, out_dir / METRICS, out_dir / MANIFEST, metrics, manifest
+    )
+
+
+def _open_inputs(
+    checkpoints: Any,
+    data: Any,
+    plans: list[ShiftPlan],
+    device: str | torch.device,
+    channels_last: bool | None,
+    limit: int | None,
+    image_size: int | None,
+    strict: bool,
+    group_by: str | None,
+    load_options: tuple[str | None, int | None, bool],
+    say: Messenger,
+) -> _Inputs:
+    """Data set and checkpoints, validated before anything is written."""
+    dev = resolve_device(device)
+    if channels_last is None:
+        channels_last = dev.type == "cpu"
+    if isinstance(data, ImageDataset):
+        if limit is not None or image_size is not None:
+            raise UserInputError(
+                "pass limit/image_size to open_dataset, not with an opened data set"
+            )
+        dataset = data
+        dataset.strict = dataset.strict or strict
+    else:
+        dataset = open_dataset(data, limit=limit, strict=strict, image_size=image_size)
+    if len(dataset) == 0:
+        raise DataError(f"data set {dataset.source} is empty")
+    arch, num_classes, trust = load_options
+    models = load_models(checkpoints, arch, num_classes, trust, dev, channels_last, say)
+    out_size = probe(models, dataset, dev)
+    class_names, label_map = resolve_classes(dataset, models, out_size)
+    if group_by is not None and group_by not in dataset.extras.columns:
+        have = ", ".join(map(str, dataset.extras.columns)) or "none (only CSV manifests have them)"
+        raise UserInputError(
+            f"--group-by {group_by!r} is not a column of the data; columns: {have}"
+        )
+    check_names(models, dataset)
+    return _Inputs(dataset, models, plans, class_names, label_map, dev, channels_last)
+
+
+def _compute(
+    out_dir: Path,
+    inp: _Inputs,
+    settings: dict[str, Any],
+    timings: dict[str, float],
+    resuming: bool,
+    say: Messenger,
+    progress: bool,
+    console: Any,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Sweep the missing (batch, cell) pairs, then write the tables and metrics.csv.
+
+    Returns:
+        The metrics table and the manifest fields of the finished run (with an ``invocation``
+        entry: batches and images computed, speed).
+    """
+    n, batch_size = len(inp.dataset), settings["batch_size"]
+    grid = [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+    cells: list[Cell] = requested_cells([m.ckpt.sha256 for m in inp.models], inp.plans)
+    todo = pending(grid, scan_parts(out_dir / PARTS_DIR).done, cells)
+    if resuming:
+        say(f"resuming: {len(grid) - len(todo)} of {len(grid)} batches already done")
+    t0 = time.perf_counter()
+    timers = {"data_wait": 0.0, "shift": 0.0, "model": 0.0, "write": 0.0}
+    if todo:
+        sweep(
+            todo, grid, inp.dataset, inp.models, inp.plans, inp.label_map, inp.device,
+            settings["seed"], settings["workers"], out_dir, timers, say, progress, console,
+            batch_size,
+        )  # fmt: skip
+    timings["sweep"] = t_sweep = time.perf_counter() - t0
+    timings.update(timers)
+    t0 = time.perf_counter()
+    index = scan_parts(out_dir / PARTS_DIR)
+    missing = [c for b in range(len(grid)) for c in cells if c not in index.done.get(b, ())]
+    if missing:  # pragma: no cover - would be a bug in pending/sweep
+        raise RunError(f"internal error: {len(missing)} (batch, cell) results missing")
+    write_tables(
+        out_dir, index, inp.models, inp.plans, inp.dataset, inp.label_map, inp.class_names, cells
+    )
+    timings["predictions"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metrics = compute_run_metrics(
+        out_dir, n_boot=settings["n_boot"], seed=settings["seed"], group_by=settings["group_by"]
+    )
+    atomic_write(out_dir / METRICS, lambda p: metrics.to_csv(p, index=False))
+    timings["metrics"] = time.perf_counter() - t0
+    n_images = sum(len(grid[b]) for b, _ in todo)
+    fields = outcome(index, inp.models, inp.plans)
+    fields["invocation"] = {
+        "batches_computed": len(todo),
+        "images_computed": n_images,
+        "images_per_s": round(n_images / t_sweep, 2) if t_sweep > 0 and todo else None,
+    }
+    return metrics, fields

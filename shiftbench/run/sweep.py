@@ -1,0 +1,205 @@
+"""The sweep: every pending batch is decoded once, shifted at every magnitude, seen by every model.
+
+For each shift one :meth:`~shiftbench.shifts.base.Shift.sweep` covers all its magnitudes of a
+batch; the clean images are evaluated once per checkpoint (the shared clean cell). Each batch's
+results go to one part file as soon as the batch is done.
+
+Threads: the shifts and the models run with the caller's torch settings; nothing here changes
+process-wide state (0.1 switched ``torch.set_num_threads(1)`` around every shift step).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from shiftbench.data import Batch, ImageDataset, make_loader
+from shiftbench.errors import RunError
+from shiftbench.run.models import Model
+from shiftbench.run.parts import write_part
+from shiftbench.run.plan import CLEAN, Cell, ShiftPlan
+from shiftbench.run.progress import Messenger, progress_bar
+from shiftbench.run.rundir import PARTS_DIR
+from shiftbench.run.values import jsonable
+
+
+def sweep(
+    todo: list[tuple[int, set[Cell]]],
+    grid: list[list[int]],
+    dataset: ImageDataset,
+    models: list[Model],
+    plans: list[ShiftPlan],
+    label_map: np.ndarray,
+    device: torch.device,
+    seed: int,
+    workers: int,
+    out_dir: Path,
+    timers: dict[str, float],
+    say: Messenger,
+    progress: bool,
+    console: Any,
+    batch_size: int,
+) -> None:
+    parts_dir = out_dir / PARTS_DIR
+    parts_dir.mkdir(exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    need = dict(todo)
+    loader = make_loader(
+        dataset,
+        batch_size,
+        workers,
+        batches=[grid[b] for b, _ in todo],
+        pin_memory=device.type == "cuda",
+        warn_skipped=False,
+    )
+    label_map_t = torch.as_tensor(label_map)
+    n_evals = sum(len(c) for _, c in todo)
+    with progress_bar(progress, console, sum(len(grid[b]) for b, _ in todo), n_evals) as bar:
+        t_wait = time.perf_counter()
+        for batch in loader:
+            timers["data_wait"] += time.perf_counter() - t_wait
+            t_batch = time.perf_counter()
+            b = todo[batch.index][0]
+            for s in batch.skipped:
+                say(f"skipping unreadable image {s.path}: {s.reason}", "yellow")
+            cells = need[b]
+            table, reports = _evaluate_batch(
+                batch, b, cells, models, plans, label_map_t, device, seed, timers
+            )
+            t0 = time.perf_counter()
+            meta = {
+                "batch": b,
+                "cells": sorted([list(c) for c in cells]),
+                "skipped": [[s.sample_id, s.path, s.reason] for s in batch.skipped],
+                "reports": reports,
+                "seconds": round(time.perf_counter() - t_batch, 4),
+            }
+            write_part(parts_dir / f"b{b:06d}-{token}.parquet", table, meta)
+            timers["write"] += time.perf_counter() - t0
+            bar.advance(len(grid[b]), len(cells))
+            t_wait = time.perf_counter()
+
+
+def _evaluate_batch(
+    batch: Batch,
+    b: int,
+    cells: set[Cell],
+    models: list[Model],
+    plans: list[ShiftPlan],
+    label_map: torch.Tensor,
+    device: torch.device,
+    seed: int,
+    timers: dict[str, float],
+) -> tuple[pa.Table, dict[str, Any]]:
+    """All needed cells of one batch → an arrow table of predictions (+ shift reports)."""
+    sample_ids = batch.sample_ids
+    labels = label_map[batch.labels] if len(batch.labels) else batch.labels
+    n_img = int(sample_ids.numel())
+    results: list[tuple[str, str, float, torch.Tensor]] = []  # (sha, shift key, mag, probs)
+    reports: dict[str, Any] = {}
+    if n_img:
+        images = batch.images.to(device, non_blocking=True)
+        with torch.inference_mode():
+            clean = [m for m in models if (m.ckpt.sha256, CLEAN, 0.0) in cells]
+            if clean:
+                _forward(images, clean, CLEAN, 0.0, results, timers)
+            for plan in plans:
+                mags = [
+                    mag
+                    for mag in plan.non_identity
+                    if any((m.ckpt.sha256, plan.key, mag) in cells for m in models)
+                ]
+                if not mags:
+                    continue
+                sweep = plan.shift.sweep(images, mags, seed=seed, sample_ids=sample_ids)
+                steps = iter(sweep)
+                while True:
+                    t0 = time.perf_counter()
+                    step = next(steps, None)  # the shift's work happens inside next()
+                    timers["shift"] += time.perf_counter() - t0
+                    if step is None:
+                        break
+                    mag, shifted = step
+                    wanted = [m for m in models if (m.ckpt.sha256, plan.key, mag) in cells]
+                    _forward(shifted, wanted, plan.key, mag, results, timers)
+                reports[plan.key] = jsonable(sweep.report)
+        _check_finite(results, models, b, sample_ids, batch)
+    return _to_table(results, sample_ids, labels, models), reports
+
+
+def _forward(
+    images: torch.Tensor,
+    models: list[Model],
+    shift_key: str,
+    mag: float,
+    results: list[tuple[str, str, float, torch.Tensor]],
+    timers: dict[str, float],
+) -> None:
+    t0 = time.perf_counter()
+    inputs: dict[tuple, torch.Tensor] = {}
+    for m in models:
+        x = inputs.get(m.prep.key)
+        if x is None:
+            x = inputs[m.prep.key] = m.prep(images)
+        logits = m.ckpt.model(x)
+        results.append((m.ckpt.sha256, shift_key, mag, logits.float()))
+    timers["model"] += time.perf_counter() - t0
+
+
+def _check_finite(
+    results: list[tuple[str, str, float, torch.Tensor]],
+    models: list[Model],
+    b: int,
+    sample_ids: torch.Tensor,
+    batch: Batch,
+) -> None:
+    if not results:
+        return
+    ok = torch.stack([torch.isfinite(r[3]).all() for r in results]).cpu()  # one sync per batch
+    if bool(ok.all()):
+        return
+    sha, key, mag, logits = results[int((~ok).nonzero()[0])]
+    name = next(m.name for m in models if m.ckpt.sha256 == sha)
+    bad_rows = (~torch.isfinite(logits).all(dim=1)).nonzero().flatten().cpu()
+    sid = int(sample_ids[int(bad_rows[0])])
+    where = "clean images" if key == CLEAN else f"shift {key} at magnitude {mag:g}"
+    raise RunError(
+        f"checkpoint {name} produced non-finite logits (NaN/inf) on batch {b} "
+        f"(sample {sid}, {len(bad_rows)} image(s); {where}); check the model and its input "
+        "normalisation. Finished batches are kept."
+    )
+
+
+def _to_table(
+    results: list[tuple[str, str, float, torch.Tensor]],
+    sample_ids: torch.Tensor,
+    labels: torch.Tensor,
+    models: list[Model],
+) -> pa.Table:
+    num_classes = models[0].ckpt.num_classes or 2
+    if results:
+        logits = torch.cat([r[3] for r in results])
+        probs = torch.softmax(logits, dim=1).to("cpu", torch.float32).numpy()
+    else:
+        probs = np.zeros((0, num_classes), np.float32)
+    n = int(sample_ids.numel())
+    k = len(results)
+    columns: dict[str, Any] = {
+        "ckpt": pa.array(np.repeat([r[0] for r in results], n) if k else [], pa.string()),
+        "shift": pa.array(np.repeat([r[1] for r in results], n) if k else [], pa.string()),
+        "magnitude": pa.array(
+            np.repeat(np.array([r[2] for r in results], np.float64), n), pa.float64()
+        ),
+        "sample_id": pa.array(np.tile(sample_ids.numpy().astype(np.int64), k), pa.int64()),
+        "label": pa.array(np.tile(labels.numpy().astype(np.int64), k), pa.int64()),
+        "pred": pa.array(probs.argmax(axis=1).astype(np.int64), pa.int64()),
+    }
+    for c in range(num_classes):
+        columns[f"p{c}"] = pa.array(probs[:, c], pa.float32())
+    return pa.table(columns)
