@@ -26,6 +26,7 @@ from shiftbench.run.rundir import (
     FORMAT_V1,
     FORMAT_V2,
     MANIFEST,
+    PREDICTIONS_DIR,
     PREDICTIONS_V1,
     SAMPLE_COLUMNS,
     SAMPLES,
@@ -83,13 +84,33 @@ def read_predictions(
     shifts_ = _subset(shifts, all_shifts, "shift")
     ckpts_ = _subset(checkpoints, all_ckpts, "checkpoint")
     if lazy:
-        dataset = open_predictions(run_dir)
-        expr = pads.field("shift").isin(shifts_) & pads.field("checkpoint").isin(ckpts_)
-        return dataset.filter(expr)
+        return _lazy(run_dir, manifest, shifts_, ckpts_)
     if manifest["format"] == FORMAT_V1:
         return _read_v1(run_dir, manifest, columns, shifts_, ckpts_, with_meta)
     table = _wide_v2(run_dir, manifest, columns, shifts_, ckpts_, with_meta)
     return table.to_pandas()
+
+
+def _lazy(run_dir: Path, manifest: dict[str, Any], shifts: list[str], ckpts: list[str]) -> Any:
+    """A dataset over only the selected files (format 2) or a filtered one (format 1)."""
+    dataset = open_predictions(run_dir)
+    if manifest["format"] == FORMAT_V1:
+        expr = pads.field("shift").isin(shifts) & pads.field("checkpoint").isin(ckpts)
+        return dataset.filter(expr)
+    index = _checkpoint_index(run_dir)
+    files = [str(checkpoint_file(run_dir, s, index[c])) for c in ckpts for s in shifts]
+    return pads.dataset(
+        files,
+        format="parquet",
+        schema=dataset.schema,
+        partitioning=dataset.partitioning,
+        partition_base_dir=str(run_dir / PREDICTIONS_DIR),
+    )
+
+
+def _checkpoint_index(run_dir: Path) -> dict[str, int]:
+    t = pq.read_table(run_dir / CHECKPOINTS, columns=["checkpoint", "checkpoint_index"])
+    return dict(zip(t["checkpoint"].to_pylist(), t["checkpoint_index"].to_pylist(), strict=True))
 
 
 def _subset(given: Sequence[str] | None, have: list[str], what: str) -> list[str]:
