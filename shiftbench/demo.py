@@ -6,7 +6,7 @@ Scenario ``shifts`` (default), in ``out`` (default ``shiftbench-demo/``):
    the train split of the vendored oral OSCC-vs-normal tiles (``shiftbench/assets/oral_oscc``,
    see docs/reference/demo-data.md) → ``checkpoints/``;
 2. evaluate every checkpoint on the test split under blur, sharpen, haematoxylin and eosin with
-   :func:`shiftbench.runner.run` → ``run/`` (``predictions.parquet``, ``metrics.csv``,
+   :func:`shiftbench.runner.run` → ``run/`` (``predictions/``, ``metrics.csv``,
    ``manifest.json``);
 3. :func:`shiftbench.report.leaderboard` (baseline ``wd``) → ``leaderboard/`` and
    :func:`shiftbench.report.plot` (accuracy vs magnitude, mean ± 1 SD over seeds) →
@@ -456,7 +456,7 @@ def _shifts_demo(
     files = {
         "checkpoints": out / "checkpoints",
         "run": run_dir,
-        "predictions": run_dir / "predictions.parquet",
+        "predictions": run_dir / "predictions",
         "metrics": run_dir / "metrics.csv",
         **{f"leaderboard_{k}": v for k, v in board.paths.items()},
         **{f"figure_{k}": v for k, v in fig.paths.items()},
