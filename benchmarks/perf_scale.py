@@ -295,7 +295,7 @@ def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     return wall, usage.ru_maxrss / 1024.0, proc.returncode
 
 
-def steps(run: Path, out: Path, code: str) -> dict[str, list[str]]:
+def steps(run: Path, out: Path, code: str, metrics: bool) -> dict[str, list[str]]:
     # the `shiftbench` console script, run with this interpreter and the chosen code on the path
     py = [sys.executable, "-c", "import sys; from shiftbench.cli import main; sys.exit(main())"]
     spec = out / "spec.toml"
@@ -309,6 +309,7 @@ def steps(run: Path, out: Path, code: str) -> dict[str, list[str]]:
     }
     if code == "after":
         out_steps["figures"] = [*py, "figures", str(spec)]
+    if code == "after" and metrics:
         out_steps["metrics"] = [
             sys.executable,
             "-c",
@@ -337,7 +338,9 @@ def before_tree(commit: str, work: Path) -> Path:
     return tree
 
 
-def run_size(label: str, work: Path, before: bool, commit: str, keep: bool) -> list[dict]:
+def run_size(
+    label: str, work: Path, before: bool, commit: str, keep: bool, metrics: bool
+) -> list[dict]:
     rows_wanted = parse_size(label)
     n = max(2, round(rows_wanted / (N_CHECKPOINTS * N_MAGNITUDES)))
     rows = n * N_CHECKPOINTS * N_MAGNITUDES
@@ -358,7 +361,7 @@ def run_size(label: str, work: Path, before: bool, commit: str, keep: bool) -> l
         env.setdefault("MPLBACKEND", "Agg")
         out = base / f"out_{code}"
         out.mkdir(parents=True, exist_ok=True)
-        for step, cmd in steps(run, out, code).items():
+        for step, cmd in steps(run, out, code, metrics).items():
             load_now = load()
             wall, rss, rc = measure(cmd, env)
             print(f"  {code:6s} {step:11s} {wall:8.1f} s {rss:8.0f} MB  exit {rc}", flush=True)
@@ -423,6 +426,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1M,3M,10M,27.5M", help="row counts, e.g. 1M,3M")
     ap.add_argument("--before", default="", help="sizes also measured with shiftbench 0.1")
+    ap.add_argument(
+        "--metrics-sizes", default=None, help="sizes with the metrics step (default: all)"
+    )
     ap.add_argument("--before-commit", default="f5812e2", help="the 0.1 code (git commit)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "perf_scale")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "perf_scale.csv")
@@ -430,9 +436,12 @@ def main() -> None:
     args = ap.parse_args()
     before = {s.strip() for s in args.before.split(",") if s.strip()}
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    with_metrics = set(sizes) if args.metrics_sizes is None else set(args.metrics_sizes.split(","))
     print(f"load {os.getloadavg()}", flush=True)
     for label in sizes:
-        results = run_size(label, args.work, label in before, args.before_commit, args.keep)
+        results = run_size(
+            label, args.work, label in before, args.before_commit, args.keep, label in with_metrics
+        )
         merged = write_csv(args.out, results)  # after every size: a partial run is kept
     print_ratios(merged)
     print(f"wrote {args.out}")

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
@@ -42,42 +41,68 @@ def read_cell(study: Study, aligned: Aligned, shift: str, magnitude: float) -> C
     """
     columns = ["checkpoint", "sample_id", "label", "pred", *study.prob_columns]
     where = (pads.field("shift") == shift) & (pads.field("magnitude") == magnitude)
-    frames = []
+    ck_index = {ck: i for i, ck in enumerate(aligned.checkpoints)}
+    tables = []
     for source in study.sources:
         try:
             table = source.dataset.to_table(columns=columns, filter=where)
         except (OSError, pa.ArrowException) as e:
             raise DataError(f"cannot read the predictions of {source.run}: {e}") from e
-        df = table.to_pandas()
-        df["checkpoint"] = df["checkpoint"].astype(str).map(source.rename)
-        frames.append(df)
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    ck_index = {ck: i for i, ck in enumerate(aligned.checkpoints)}
-    df["_k"] = df["checkpoint"].map(ck_index)
-    df = df[df["_k"].notna()].sort_values(["_k", "sample_id"], kind="stable")
+        k = _checkpoint_positions(table["checkpoint"], source.rename, ck_index)
+        tables.append((k, table))
+    k = np.concatenate([t[0] for t in tables])
+    keep = k >= 0
+    ids_all = np.concatenate([_column(t, "sample_id", np.int64) for _, t in tables])[keep]
+    order = np.lexsort((ids_all, k[keep]))  # by checkpoint, then sample id
     k_count = len(aligned.checkpoints)
     n = aligned.cells[(shift, magnitude)].n
-    if len(df) != k_count * n:
+    if order.size != k_count * n:
         raise DataError(
-            f"{shift} {magnitude:g}: expected {k_count} × {n} rows, read {len(df)}; "
+            f"{shift} {magnitude:g}: expected {k_count} × {n} rows, read {order.size}; "
             "was a run directory modified while reporting?"
         )
-    ids = df["sample_id"].to_numpy(np.int64).reshape(k_count, n)
+
+    def gathered(name: str, dtype: type) -> np.ndarray:
+        return np.concatenate([_column(t, name, dtype) for _, t in tables])[keep][order]
+
+    ids = ids_all[order].reshape(k_count, n)
     _check_ids(ids, aligned, shift, magnitude)
-    probs = df[study.prob_columns].to_numpy(dtype=np.float64).reshape(k_count, n, -1)
+    probs = np.stack([gathered(c, np.float64) for c in study.prob_columns], axis=-1)
+    probs = probs.reshape(k_count, n, -1)
     if not np.isfinite(probs).all():
         raise DataError(
             f"predictions at {shift} {magnitude:g} contain NaN or infinite probabilities"
         )
+    labels = gathered("label", np.int64)[:n]
+    preds = gathered("pred", np.int64).reshape(k_count, n)
     return Cell(
         shift=shift,
         magnitude=magnitude,
         ids=ids[0],
         columns=np.searchsorted(aligned.universe, ids[0]),
-        labels=df["label"].to_numpy(np.int64)[:n],
-        preds=df["pred"].to_numpy(np.int64).reshape(k_count, n),
+        labels=labels,
+        preds=preds,
         probs=probs,
     )
+
+
+def _column(table: pa.Table, name: str, dtype: type) -> np.ndarray:
+    return table[name].to_numpy().astype(dtype, copy=False)
+
+
+def _checkpoint_positions(
+    column: pa.ChunkedArray, rename: dict[str, str], ck_index: dict[str, int]
+) -> np.ndarray:
+    """Row → position of its checkpoint in the aligned order (−1: not aligned)."""
+    parts = [np.empty(0, dtype=np.int64)]
+    for chunk in column.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        names = chunk.dictionary.to_pylist()
+        lookup = np.array([ck_index.get(rename.get(str(c), str(c)), -1) for c in names] + [-1])
+        codes = chunk.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)
+        parts.append(lookup[codes.astype(np.int64)])
+    return np.concatenate(parts)
 
 
 def _check_ids(ids: np.ndarray, aligned: Aligned, shift: str, magnitude: float) -> None:

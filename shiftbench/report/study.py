@@ -11,7 +11,7 @@ with the number of prediction rows.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,9 +265,23 @@ def _open_source(run: str) -> tuple[Source, list[str], list[str]]:
     return Source(run, run_dir, dataset, fmt, shifts), probs, class_names
 
 
-def _decoded(batch: pa.RecordBatch) -> pa.Table:
-    """The batch as a table with dictionary columns decoded (group_by keys)."""
-    table = pa.Table.from_batches([batch])
+def _chunks(dataset: Any, columns: list[str]) -> Iterator[pa.Table]:
+    """The columns in tables of about ``_SCAN_ROWS`` rows (small row groups coalesced)."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in dataset.to_batches(columns=columns, **_SCAN):
+        if batch.num_rows:
+            pending.append(batch)
+            rows += batch.num_rows
+        if rows >= _SCAN_ROWS:
+            yield _decoded(pa.Table.from_batches(pending))
+            pending, rows = [], 0
+    if pending:
+        yield _decoded(pa.Table.from_batches(pending))
+
+
+def _decoded(table: pa.Table) -> pa.Table:
+    """The table with dictionary columns decoded (group_by keys)."""
     for i, f in enumerate(table.schema):
         if pa.types.is_dictionary(f.type):
             table = table.set_column(i, f.name, pc.cast(table[f.name], f.type.value_type))
@@ -285,10 +299,7 @@ def _scan(source: Source) -> tuple[pd.DataFrame, pd.DataFrame]:
     grids: list[pd.DataFrame] = []
     ids: list[pd.DataFrame] = []
     try:
-        for batch in source.dataset.to_batches(columns=[*keys, "sample_id"], **_SCAN):
-            if batch.num_rows == 0:
-                continue
-            t = _decoded(batch)
+        for t in _chunks(source.dataset, [*keys, "sample_id"]):
             grids.append(t.group_by(keys).aggregate([("sample_id", "count")]).to_pandas())
             ids.append(t.group_by(["shift", "sample_id", "label"]).aggregate([]).to_pandas())
             if len(ids) >= 16:  # keep the distinct ids compact while scanning
@@ -324,8 +335,7 @@ def _checkpoint_table(source: Source, probs: list[str]) -> tuple[pd.DataFrame, d
     meta = [c for c in names if c not in (*_ROW_COLUMNS, *probs)]
     parts: list[pd.DataFrame] = []
     try:
-        for batch in source.dataset.to_batches(columns=["checkpoint", *meta], **_SCAN):
-            t = _decoded(batch)
+        for t in _chunks(source.dataset, ["checkpoint", *meta]):
             parts.append(t.group_by(["checkpoint", *meta]).aggregate([]).to_pandas())
             if len(parts) >= 16:
                 parts = [pd.concat(parts, ignore_index=True).drop_duplicates()]
