@@ -120,3 +120,36 @@ def test_blocked_resamples_equal_the_single_draw():
     whole = bootstrap_weights(41, 300, seed=9)
     blocks = np.concatenate(list(bootstrap_weight_blocks(41, 300, seed=9, block=7)))
     assert np.array_equal(whole, blocks)
+
+
+def test_resample_weights_are_the_numpy_draws_counted():
+    """The one bootstrap core: row b = bincount of default_rng(seed).integers(0, n, (B, n))[b]."""
+    from shiftbench.bootstrap import ResampleWeights
+
+    n, b, seed = 37, 90, 4
+    draws = np.random.default_rng(seed).integers(0, n, size=(b, n))
+    want = np.stack([np.bincount(row, minlength=n) for row in draws])
+    assert np.array_equal(bootstrap_weights(n, b, seed), want)
+    columns = np.array([3, 0, 36, 5])
+    for cache in (False, True):
+        weights = ResampleWeights(n, b, seed, with_point=True, cache=cache)
+        got = np.concatenate([w for _, w in weights.blocks(columns)])
+        assert got.dtype == np.float64 and got.shape == (b + 1, columns.size)
+        assert np.array_equal(got[0], np.ones(columns.size))
+        assert np.array_equal(got[1:], want[:, columns])
+
+
+def test_replicates_apply_the_statistic_to_every_row(monkeypatch):
+    import shiftbench.bootstrap as core
+
+    monkeypatch.setattr(core, "MAX_BLOCK_ELEMENTS", 50)  # many small blocks
+    y, probs = _binary(n=40)
+    preds = probs.argmax(axis=1)
+    reps = core.replicates(
+        lambda w: weighted_accuracy(w, y, preds), core.ResampleWeights(40, 30, 2, with_point=True)
+    )
+    rows = np.vstack([np.ones((1, 40)), bootstrap_weights(40, 30, 2)])
+    want = [
+        accuracy_score(np.repeat(y, r.astype(int)), np.repeat(preds, r.astype(int))) for r in rows
+    ]
+    np.testing.assert_allclose(reps, want, rtol=0, atol=1e-12)

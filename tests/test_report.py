@@ -603,3 +603,26 @@ def test_stored_format1_fixture_is_reported():
             & (metrics["magnitude"] == mag)
         ]["accuracy"]
         assert got.item() == pytest.approx(accuracy_score(g["label"], g["pred"]), abs=1e-12)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced_accuracy", "recall", "auroc"])
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_batched_checkpoint_values_equal_per_checkpoint_metric(metric, num_classes):
+    from shiftbench.metrics import bootstrap_weights
+    from shiftbench.report.replicates import checkpoint_values
+    from shiftbench.stats import metric_values
+
+    if metric == "recall" and num_classes != 2:
+        pytest.skip("recall is binary only")
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, num_classes, 80)
+    probs = rng.dirichlet(np.ones(num_classes), size=(4, 80))
+    preds = probs.argmax(axis=2)
+    w = np.vstack([np.ones((1, 80)), bootstrap_weights(80, 25, 1)]).astype(np.float64)
+    got = checkpoint_values(metric, w, labels, preds, probs)
+    for k in range(4):
+        want = metric_values(metric, w, labels, preds[k], probs[k])
+        np.testing.assert_array_equal(got[:, k], want)  # exact: integer sums
+    direct = balanced_accuracy_score(labels, preds[2]) if metric == "balanced_accuracy" else None
+    if direct is not None:
+        assert got[0, 2] == pytest.approx(direct, abs=1e-12)
