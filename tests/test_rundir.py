@@ -29,9 +29,9 @@ def model():
 
 @pytest.mark.parametrize(
     "key",
-    ["auroc", "accuracy_ci_low", "recall_ci_high", "n", "checkpoint", "checkpoint_index", "sha256",
+    ["auroc", "accuracy_ci_low", "recall_ci_high", "n", "checkpoint", "checkpoint_index", "checkpoint_sha256",
      "shift", "magnitude", "sample_id", "label", "pred", "prob_OSCC", "run", "group", "dataset",
-     "path", "arch"],
+     "path", "checkpoint_arch"],
 )  # fmt: skip
 def test_reserved_meta_key_is_refused_at_save(tmp_path, model, key):
     with pytest.raises(CheckpointError, match=f"{key!r} is a reserved name") as e:
@@ -41,7 +41,8 @@ def test_reserved_meta_key_is_refused_at_save(tmp_path, model, key):
 
 
 def test_ordinary_meta_keys_are_accepted(tmp_path):
-    save_tiny_checkpoint(tmp_path / "m.pt", meta={"method": "sd", "seed": 3, "lr": 0.1})
+    meta = {"method": "sd", "seed": 3, "lr": 0.1, "arch": "resnet18", "batch_size": 64}
+    save_tiny_checkpoint(tmp_path / "m.pt", meta=meta)  # as shiftbench train writes
 
 
 @pytest.mark.parametrize("column", ["pred", "auroc", "balanced_accuracy_ci_low", "prob_x", "run"])

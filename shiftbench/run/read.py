@@ -249,9 +249,11 @@ def migrate(run_dir: str | os.PathLike[str]) -> Path:
             "checkpoint_index": pa.array(range(len(ckpt_entries)), pa.int32()),
         }
         for k in ("sha256", "path", "format", "arch"):
-            ck_cols[k] = pa.array([c.get(k) for c in ckpt_entries], pa.string())
+            ck_cols[f"checkpoint_{k}"] = pa.array([c.get(k) for c in ckpt_entries], pa.string())
         for k in ("num_classes", "input_size"):
-            ck_cols[k] = pa.array([c.get(k) for c in ckpt_entries], pa.int32())
+            values = [c.get(k) for c in ckpt_entries]
+            values = [v[0] if isinstance(v, list) else v for v in values]
+            ck_cols[f"checkpoint_{k}"] = pa.array(values, pa.int32())
         for k in meta_keys:
             values = [(c.get("meta") or {}).get(k) for c in ckpt_entries]
             typ = schema.field(k).type if k in schema.names else meta_type(values)

@@ -7,8 +7,12 @@ This module is the one place that says what a run directory holds (format 2,
       manifest.json        format, config, versions, checkpoints, data, shifts (name, params,
                            magnitudes, identity, units, stochastic), seed, n_boot, invocations
       checkpoints.parquet  one row per checkpoint: checkpoint (name), checkpoint_index int32,
-                           sha256, path, format, arch, num_classes int32, input_size int32,
-                           then one column per meta key (method, seed, ...)
+                           checkpoint_sha256, checkpoint_path, checkpoint_format,
+                           checkpoint_arch, checkpoint_num_classes int32,
+                           checkpoint_input_size int32, then one column per meta key (method,
+                           seed, arch, ...). The fixed columns carry the ``checkpoint_`` prefix
+                           so that meta keys such as ``arch`` (written by shiftbench train) keep
+                           their names, as in the 0.1 wide table.
       samples.parquet      one row per sample: sample_id int32, path, label int32, then the
                            extra columns of a CSV manifest (magnification, ...)
       predictions/shift=<name>/part-c<checkpoint_index:04d>.parquet
@@ -98,26 +102,17 @@ LOCK = ".shiftbench.lock"
 #: Columns that identify a prediction row (with the partition column ``shift``).
 KEY_COLUMNS = ("checkpoint", "shift", "magnitude", "sample_id")
 #: Fixed columns of checkpoints.parquet (meta keys follow).
-CHECKPOINT_COLUMNS = (
-    "checkpoint",
-    "checkpoint_index",
-    "sha256",
-    "path",
-    "format",
-    "arch",
-    "num_classes",
-    "input_size",
-)
 CHECKPOINT_TYPES = {
     "checkpoint": pa.string(),
     "checkpoint_index": pa.int32(),
-    "sha256": pa.string(),
-    "path": pa.string(),
-    "format": pa.string(),
-    "arch": pa.string(),
-    "num_classes": pa.int32(),
-    "input_size": pa.int32(),
+    "checkpoint_sha256": pa.string(),
+    "checkpoint_path": pa.string(),
+    "checkpoint_format": pa.string(),
+    "checkpoint_arch": pa.string(),
+    "checkpoint_num_classes": pa.int32(),
+    "checkpoint_input_size": pa.int32(),
 }
+CHECKPOINT_COLUMNS = tuple(CHECKPOINT_TYPES)
 #: Fixed columns of samples.parquet (extra data columns follow).
 SAMPLE_COLUMNS = ("sample_id", "path", "label")
 SAMPLE_TYPES = {"sample_id": pa.int32(), "path": pa.string(), "label": pa.int32()}

@@ -78,17 +78,17 @@ def write_tables(
 
 
 def checkpoints_table(models: list[Model]) -> pa.Table:
-    """One row per checkpoint: name, index, SHA-256, file, format, arch, sizes, meta keys."""
+    """One row per checkpoint: name, index, SHA-256, file, format, arch, sizes, then meta keys."""
     meta_keys = list(dict.fromkeys(k for m in models for k in m.ckpt.meta))
     cols: dict[str, pa.Array] = {
         "checkpoint": pa.array([m.name for m in models], CHECKPOINT_TYPES["checkpoint"]),
         "checkpoint_index": pa.array(range(len(models)), CHECKPOINT_TYPES["checkpoint_index"]),
-        "sha256": pa.array([m.ckpt.sha256 for m in models], pa.string()),
-        "path": pa.array([str(m.ckpt.path) for m in models], pa.string()),
-        "format": pa.array([m.ckpt.format for m in models], pa.string()),
-        "arch": pa.array([m.ckpt.arch for m in models], pa.string()),
-        "num_classes": pa.array([m.ckpt.num_classes for m in models], pa.int32()),
-        "input_size": pa.array([_size(m.ckpt.input_size) for m in models], pa.int32()),
+        "checkpoint_sha256": pa.array([m.ckpt.sha256 for m in models], pa.string()),
+        "checkpoint_path": pa.array([str(m.ckpt.path) for m in models], pa.string()),
+        "checkpoint_format": pa.array([m.ckpt.format for m in models], pa.string()),
+        "checkpoint_arch": pa.array([m.ckpt.arch for m in models], pa.string()),
+        "checkpoint_num_classes": pa.array([m.ckpt.num_classes for m in models], pa.int32()),
+        "checkpoint_input_size": pa.array([_size(m.ckpt.input_size) for m in models], pa.int32()),
     }
     for k in meta_keys:
         values = [m.ckpt.meta.get(k) for m in models]
