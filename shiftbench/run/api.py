@@ -167,19 +167,8 @@ def run(
             wrong; nothing already written is deleted (except with ``overwrite``).
     """
     t_start, started_at, say, out_dir = time.perf_counter(), now(), Messenger(console), Path(out)
-    if resume and overwrite:
-        raise UserInputError("--resume and --overwrite exclude each other; pick one")
-    if batch_size is None:
-        batch_size = stored_batch_size(out_dir) if resume else None
-    batch_size = positive(DEFAULT_BATCH_SIZE if batch_size is None else batch_size, "batch size")
-    settings = {
-        "seed": integer(seed, "seed"),
-        "n_boot": non_negative(n_boot, "--n-boot"),
-        "group_by": group_by,
-        "batch_size": batch_size,
-        "strict": strict,
-        "workers": non_negative(default_workers() if workers is None else workers, "workers"),
-    }
+    settings = _settings(out_dir, resume, overwrite, batch_size, seed, n_boot, workers)
+    settings.update(group_by=group_by, strict=strict)
     if plugins:
         load_plugins(list(plugins))
     plans = plan_shifts(shifts, magnitudes)
@@ -194,7 +183,7 @@ def run(
         "data_fingerprint": inp.dataset.fingerprint(),
         "n_samples": len(inp.dataset),
         "image_size": inp.dataset.image_size,
-        "batch_size": batch_size,
+        "batch_size": settings["batch_size"],
         "seed": settings["seed"],
         "class_names": inp.class_names,
     }
@@ -211,33 +200,59 @@ def run(
         )
         atomic_write_json(out_dir / MANIFEST, manifest)
         try:
-            metrics, index_outcome = _compute(
-                out_dir,
-                inp,
-                settings,
-                timings,
-                resume and previous is not None,
-                say,
-                progress,
-                console,
-            )
+            resuming = resume and previous is not None
+            metrics, fields = _compute(
+                out_dir, inp, settings, timings, resuming, say, progress, console
+            )  # fmt: skip
         except BaseException as e:  # the parts stay; the manifest says why the tables are missing
-            manifest["status"] = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            manifest["error"] = first_line(e)
-            manifest["invocations"][-1]["finished_at"] = now()
-            with contextlib.suppress(Exception):
-                atomic_write_json(out_dir / MANIFEST, manifest)
+            _record_failure(out_dir, manifest, e)
             raise
         timings["total"] = time.perf_counter() - t_start
-        invocation.update(finished_at=now(), **index_outcome.pop("invocation"))
+        invocation.update(finished_at=now(), **fields.pop("invocation"))
         invocation["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-        manifest.update(index_outcome)
+        manifest.update(fields)
         atomic_write_json(out_dir / MANIFEST, manifest)
     if manifest["n_skipped"]:
-        say(f"{manifest['n_skipped']} unreadable image(s) skipped; listed in {out_dir / MANIFEST}")
+        say(
+            f"{manifest['n_skipped']} unreadable image(s) skipped; listed in {out_dir / MANIFEST}",
+            "yellow",
+        )
     return RunResult(
         out_dir, out_dir / PREDICTIONS_DIR, out_dir / METRICS, out_dir / MANIFEST, metrics, manifest
     )
+
+
+def _settings(
+    out_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    batch_size: int | None,
+    seed: int,
+    n_boot: int,
+    workers: int | None,
+) -> dict[str, Any]:
+    """Checked numeric options (batch size: the stored one when resuming without one)."""
+    if resume and overwrite:
+        raise UserInputError("--resume and --overwrite exclude each other; pick one")
+    if batch_size is None and resume:
+        batch_size = stored_batch_size(out_dir)
+    return {
+        "seed": integer(seed, "seed"),
+        "n_boot": non_negative(n_boot, "--n-boot"),
+        "batch_size": positive(
+            DEFAULT_BATCH_SIZE if batch_size is None else batch_size, "batch size"
+        ),
+        "workers": non_negative(default_workers() if workers is None else workers, "workers"),
+    }
+
+
+def _record_failure(out_dir: Path, manifest: dict[str, Any], error: BaseException) -> None:
+    """Mark the manifest failed/interrupted with the one-line reason (best effort)."""
+    manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+    manifest["error"] = first_line(error)
+    manifest["invocations"][-1]["finished_at"] = now()
+    with contextlib.suppress(Exception):
+        atomic_write_json(out_dir / MANIFEST, manifest)
 
 
 def _open_inputs(
