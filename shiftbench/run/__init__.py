@@ -35,3 +35,21 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+
+
+_LAZY = {
+    "compute_run_metrics": "shiftbench.run.metrics_step",
+    "read_predictions": "shiftbench.run.read",
+    "migrate": "shiftbench.run.read",
+    "RunResult": "shiftbench.run.api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``shiftbench.run.compute_run_metrics`` etc., imported on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shiftbench.run' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
