@@ -200,16 +200,17 @@ def write_v2(run: Path, n: int) -> None:
     """The synthetic study as a format-2 run directory, one cell in memory at a time."""
     run.mkdir(parents=True)
     cks = checkpoints()
-    table = {
-        "checkpoint": [c[0] for c in cks],
-        "checkpoint_index": pa.array(range(len(cks)), pa.int32()),
-        "sha256": [f"{k:064d}" for k in range(len(cks))],
-        "path": [f"{c[0]}.pt" for c in cks],
-        "format": ["shiftbench/1"] * len(cks),
-        "arch": ["resnet18"] * len(cks),
-        "num_classes": pa.array([2] * len(cks), pa.int32()),
-        "input_size": pa.array([224] * len(cks), pa.int32()),
-    }
+    values = [  # the fixed columns, in rundir.CHECKPOINT_COLUMNS order
+        [c[0] for c in cks],
+        pa.array(range(len(cks)), pa.int32()),
+        [f"{k:064d}" for k in range(len(cks))],
+        [f"{c[0]}.pt" for c in cks],
+        ["shiftbench/1"] * len(cks),
+        ["resnet18"] * len(cks),
+        pa.array([2] * len(cks), pa.int32()),
+        pa.array([224] * len(cks), pa.int32()),
+    ]
+    table = dict(zip(rundir.CHECKPOINT_COLUMNS, values, strict=True))
     metas = [checkpoint_meta(m, s) for _, m, s in cks]
     for key in metas[0]:
         table[key] = [meta[key] for meta in metas]

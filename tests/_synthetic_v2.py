@@ -59,18 +59,17 @@ def write_run_v2(
     meta = [c for c in table.columns if c not in (*_ROW, *probs)]
     cks = table.drop_duplicates("checkpoint")[["checkpoint", *meta]].reset_index(drop=True)
     index = {ck: i for i, ck in enumerate(cks["checkpoint"])}
-    fixed = pd.DataFrame(
-        {
-            "checkpoint": cks["checkpoint"].astype(str),
-            "checkpoint_index": pd.Series(range(len(cks)), dtype="int32"),
-            "sha256": "0" * 64,
-            "path": cks["checkpoint"].astype(str) + ".pt",
-            "format": "shiftbench/1",
-            "arch": "synthetic",
-            "num_classes": pd.Series([len(names)] * len(cks), dtype="int32"),
-            "input_size": pd.Series([224] * len(cks), dtype="int32"),
-        }
-    )
+    values = [  # the fixed columns, in rundir.CHECKPOINT_COLUMNS order
+        cks["checkpoint"].astype(str),
+        pd.Series(range(len(cks)), dtype="int32"),
+        "0" * 64,
+        cks["checkpoint"].astype(str) + ".pt",
+        "shiftbench/1",
+        "synthetic",
+        pd.Series([len(names)] * len(cks), dtype="int32"),
+        pd.Series([224] * len(cks), dtype="int32"),
+    ]
+    fixed = pd.DataFrame(dict(zip(rundir.CHECKPOINT_COLUMNS, values, strict=True)))
     pd.concat([fixed, cks[meta]], axis=1).to_parquet(run_dir / rundir.CHECKPOINTS, index=False)
     samples = table.drop_duplicates("sample_id")[["sample_id", "path", "label"]]
     samples = samples.sort_values("sample_id").astype({"sample_id": "int32", "label": "int32"})

@@ -154,38 +154,14 @@ def compute_leaderboard(
     Returns:
         ``(table, differences, n_samples per shift, clean shift)``; warnings go to ``notes``.
     """
-    by = aligned.by
     groups = aligned.group_names
-    base_idx = groups.index(baseline) if baseline is not None else None
-
-    columns: dict[str, list[Any]] = {by: list(groups)}
-    columns["metric"] = [metric] * len(groups)
-    columns["n_seeds"] = [aligned.n_seeds(g) for g in groups]
-    columns["seeds"] = [" ".join(aligned.seeds[g]) for g in groups]
-    diff_rows: list[dict[str, Any]] = []
-
-    def add_stat(name: str, per_ck: np.ndarray) -> None:
-        """per_ck [1 + B, K] -> mean, SD over seeds (and paired difference to the baseline)."""
-        point = per_ck[0]
-        columns[f"{name}_mean"] = list(group_mean(point, aligned))
-        columns[f"{name}_sd_ddof1"] = list(group_sd(point, aligned))
-        if base_idx is None:
-            return
-        gm = group_mean(per_ck, aligned)  # [1 + B, G]
-        diff = gm - gm[:, [base_idx]]
-        est, lo, hi, p = [], [], [], []
-        for j in range(len(groups)):
-            if j == base_idx:
-                est.append(math.nan), lo.append(math.nan), hi.append(math.nan), p.append(math.nan)
-                continue
-            ival = interval(diff[1:, j], ci) if boot > 0 else (math.nan,) * 3
-            est.append(float(diff[0, j]))
-            lo.append(ival[0]), hi.append(ival[1]), p.append(ival[2])
-        columns[f"{name}_diff"] = est
-        columns[f"{name}_diff_ci_low"] = lo
-        columns[f"{name}_diff_ci_high"] = hi
-        columns[f"{name}_diff_p"] = p
-
+    base = groups.index(baseline) if baseline is not None else None
+    columns: dict[str, list[Any]] = {
+        aligned.by: list(groups),
+        "metric": [metric] * len(groups),
+        "n_seeds": [aligned.n_seeds(g) for g in groups],
+        "seeds": [" ".join(aligned.seeds[g]) for g in groups],
+    }
     clean_shift = next((s for s in aligned.shifts if aligned.identity[s] is not None), None)
     if clean_shift is None:
         warn(
@@ -196,68 +172,130 @@ def compute_leaderboard(
         )
     else:
         cell = reps[(clean_shift, aligned.identity[clean_shift])]
-        add_stat("clean", cell)
-
+        columns.update(_stat_columns("clean", cell, aligned, base, boot, ci))
     sweep_points: list[np.ndarray] = []
+    diff_rows: list[dict[str, Any]] = []
     n_samples: dict[str, set[int]] = {}
     for shift in aligned.shifts:
         mags = aligned.magnitudes[shift]
-        ident = aligned.identity[shift]
         curves = np.stack([reps[(shift, m)] for m in mags], axis=-1)  # [1 + B, K, M]
-        summary = robustness_summary(mags, curves, ident)
-        add_stat(f"{shift}.sweep_mean", summary["sweep_mean"])
-        sweep_points.append(group_mean(summary["sweep_mean"][0], aligned))
-        columns[f"{shift}.worst_mean"] = list(group_mean(summary["worst"][0], aligned))
-        columns[f"{shift}.worst_sd_ddof1"] = list(group_sd(summary["worst"][0], aligned))
-        if ident is not None and ident in mags:
-            columns[f"{shift}.drop_mean"] = list(group_mean(summary["drop"][0], aligned))
-            columns[f"{shift}.drop_sd_ddof1"] = list(group_sd(summary["drop"][0], aligned))
-        elif clean_shift is not None:
-            warn(notes, f"shift {shift!r}: identity magnitude unknown, drop not reported")
-        if base_idx is not None:
-            base_curve = curves[0][aligned.members(baseline)].mean(axis=0)  # [M]
-            ce = corruption_error(mags, curves[0], base_curve, ident)  # [K]
-            columns[f"{shift}.ce_mean"] = list(group_mean(ce, aligned))
-            columns[f"{shift}.ce_sd_ddof1"] = list(group_sd(ce, aligned))
-            for m in mags:
-                cell_reps = reps[(shift, m)]
-                gm = group_mean(cell_reps, aligned)
-                for j, g in enumerate(groups):
-                    if j == base_idx:
-                        continue
-                    d = gm[:, j] - gm[:, base_idx]
-                    lo, hi, p = interval(d[1:], ci) if boot > 0 else (math.nan,) * 3
-                    diff_rows.append(
-                        {
-                            "shift": shift,
-                            "units": aligned.units[shift],
-                            "magnitude": m,
-                            by: g,
-                            "baseline": baseline,
-                            "metric": metric,
-                            f"{metric}_mean": gm[0, j],
-                            f"baseline_{metric}_mean": gm[0, base_idx],
-                            "diff": d[0],
-                            "diff_ci_low": lo,
-                            "diff_ci_high": hi,
-                            "diff_p": p,
-                            "n_seeds": aligned.n_seeds(g),
-                            "baseline_n_seeds": aligned.n_seeds(baseline),
-                            "n_samples": aligned.cells[(shift, m)].n,
-                        }
-                    )
+        columns.update(_shift_columns(shift, curves, aligned, base, boot, ci, clean_shift, notes))
+        sweep_points.append(np.asarray(columns[f"{shift}.sweep_mean_mean"]))
+        if base is not None:
+            diff_rows += _difference_rows(aligned, reps, shift, metric, base, boot, ci)
         n_samples[shift] = {aligned.cells[(shift, m)].n for m in mags}
     columns["overall_sweep_mean"] = list(np.mean(sweep_points, axis=0))
+    differences = pd.DataFrame(diff_rows) if base is not None else None
+    return _ranked(pd.DataFrame(columns), aligned.by), differences, n_samples, clean_shift
 
-    table = pd.DataFrame(columns)
+
+def _ranked(table: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Sorted by overall sweep mean, then clean score (best first), then name; ``rank`` added."""
     sort_cols = ["overall_sweep_mean"] + (["clean_mean"] if "clean_mean" in table else [])
     table = table.sort_values(
         [*sort_cols, by], ascending=[False] * len(sort_cols) + [True], kind="stable"
     ).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    differences = pd.DataFrame(diff_rows) if base_idx is not None else None
+    return table
 
-    return table, differences, n_samples, clean_shift
+
+def _stat_columns(
+    name: str, per_ck: np.ndarray, aligned: Aligned, base: int | None, boot: int, ci: float
+) -> dict[str, list[Any]]:
+    """``per_ck [1 + B, K]`` → mean, SD over seeds (and paired difference to the baseline)."""
+    point = per_ck[0]
+    out: dict[str, list[Any]] = {
+        f"{name}_mean": list(group_mean(point, aligned)),
+        f"{name}_sd_ddof1": list(group_sd(point, aligned)),
+    }
+    if base is None:
+        return out
+    gm = group_mean(per_ck, aligned)  # [1 + B, G]
+    diff = gm - gm[:, [base]]
+    est, lo, hi, p = [], [], [], []
+    for j in range(len(aligned.group_names)):
+        if j == base:
+            est.append(math.nan), lo.append(math.nan), hi.append(math.nan), p.append(math.nan)
+            continue
+        ival = interval(diff[1:, j], ci) if boot > 0 else (math.nan,) * 3
+        est.append(float(diff[0, j]))
+        lo.append(ival[0]), hi.append(ival[1]), p.append(ival[2])
+    out[f"{name}_diff"] = est
+    out[f"{name}_diff_ci_low"] = lo
+    out[f"{name}_diff_ci_high"] = hi
+    out[f"{name}_diff_p"] = p
+    return out
+
+
+def _shift_columns(
+    shift: str,
+    curves: np.ndarray,
+    aligned: Aligned,
+    base: int | None,
+    boot: int,
+    ci: float,
+    clean_shift: str | None,
+    notes: list[str],
+) -> dict[str, list[Any]]:
+    """Sweep mean (with difference), worst, drop and CE of one shift from ``curves [1+B, K, M]``."""
+    mags, ident = aligned.magnitudes[shift], aligned.identity[shift]
+    summary = robustness_summary(mags, curves, ident)
+    out = _stat_columns(f"{shift}.sweep_mean", summary["sweep_mean"], aligned, base, boot, ci)
+    out[f"{shift}.worst_mean"] = list(group_mean(summary["worst"][0], aligned))
+    out[f"{shift}.worst_sd_ddof1"] = list(group_sd(summary["worst"][0], aligned))
+    if ident is not None and ident in mags:
+        out[f"{shift}.drop_mean"] = list(group_mean(summary["drop"][0], aligned))
+        out[f"{shift}.drop_sd_ddof1"] = list(group_sd(summary["drop"][0], aligned))
+    elif clean_shift is not None:
+        warn(notes, f"shift {shift!r}: identity magnitude unknown, drop not reported")
+    if base is not None:
+        baseline = aligned.group_names[base]
+        base_curve = curves[0][aligned.members(baseline)].mean(axis=0)  # [M]
+        ce = corruption_error(mags, curves[0], base_curve, ident)  # [K]
+        out[f"{shift}.ce_mean"] = list(group_mean(ce, aligned))
+        out[f"{shift}.ce_sd_ddof1"] = list(group_sd(ce, aligned))
+    return out
+
+
+def _difference_rows(
+    aligned: Aligned,
+    reps: dict[tuple[str, float], np.ndarray],
+    shift: str,
+    metric: str,
+    base: int,
+    boot: int,
+    ci: float,
+) -> list[dict[str, Any]]:
+    """Per magnitude and non-baseline method: paired difference of the seed-mean metric."""
+    baseline = aligned.group_names[base]
+    rows = []
+    for m in aligned.magnitudes[shift]:
+        gm = group_mean(reps[(shift, m)], aligned)
+        for j, g in enumerate(aligned.group_names):
+            if j == base:
+                continue
+            d = gm[:, j] - gm[:, base]
+            lo, hi, p = interval(d[1:], ci) if boot > 0 else (math.nan,) * 3
+            rows.append(
+                {
+                    "shift": shift,
+                    "units": aligned.units[shift],
+                    "magnitude": m,
+                    aligned.by: g,
+                    "baseline": baseline,
+                    "metric": metric,
+                    f"{metric}_mean": gm[0, j],
+                    f"baseline_{metric}_mean": gm[0, base],
+                    "diff": d[0],
+                    "diff_ci_low": lo,
+                    "diff_ci_high": hi,
+                    "diff_p": p,
+                    "n_seeds": aligned.n_seeds(g),
+                    "baseline_n_seeds": aligned.n_seeds(baseline),
+                    "n_samples": aligned.cells[(shift, m)].n,
+                }
+            )
+    return rows
 
 
 def render_leaderboard(
