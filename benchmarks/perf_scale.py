@@ -75,6 +75,7 @@ FIELDS = [
     "peak_rss_mb",
     "exit_code",
     "load_1min",
+    "commit",
     "command",
 ]
 
@@ -321,6 +322,21 @@ def steps(run: Path, out: Path, code: str, metrics: bool) -> dict[str, list[str]
     return out_steps
 
 
+def commit_of(src: Path) -> str:
+    """The commit of the measured code (the ``--before-commit`` tree is not a git checkout)."""
+    if src != REPO:
+        return src.name.split("-")[-1]
+    out = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "shiftbench"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def load() -> float:
     return os.getloadavg()[0]
 
@@ -379,6 +395,7 @@ def run_size(
                     "peak_rss_mb": round(rss, 1),
                     "exit_code": rc,
                     "load_1min": round(load_now, 2),
+                    "commit": commit_of(src),
                     "command": shown.replace(str(work), "$WORK").replace(sys.executable, "python"),
                 }
             )
@@ -398,7 +415,7 @@ def write_csv(path: Path, new: list[dict]) -> list[dict]:
     merged.sort(key=lambda r: (r["code"] != "after", int(r["rows"]), r["step"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n", restval="")
         w.writeheader()
         w.writerows(merged)
     return merged
