@@ -119,3 +119,12 @@ def test_lock_refuses_a_second_holder(tmp_path):
                 pass
     with locked(tmp_path / "run"):  # released
         pass
+
+
+def test_saved_checkpoint_bytes_do_not_depend_on_the_temp_file(tmp_path, model):
+    """The SHA-256 identifies cells for --resume: saving the same model twice gives one hash."""
+    from shiftbench.checkpoint import sha256_file
+
+    a = save_tiny_checkpoint(tmp_path / "a" / "m.pt", model=model)
+    b = save_tiny_checkpoint(tmp_path / "b" / "m.pt", model=model)
+    assert sha256_file(a) == sha256_file(b)
