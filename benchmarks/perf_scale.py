@@ -284,10 +284,16 @@ def write_v1(run: Path, n: int) -> None:
     (run / "manifest.json").write_text(json.dumps(manifest(n, rundir.FORMAT_V1), indent=2))
 
 
-def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MB) of that child alone, exit code."""
+def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MB) of that child alone, exit code.
+
+    ``cwd`` is the measured code's tree: ``python -c`` puts the working directory first on
+    ``sys.path``, so another checkout there would be imported instead.
+    """
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -380,7 +386,7 @@ def run_size(
         out.mkdir(parents=True, exist_ok=True)
         for step, cmd in steps(run, out, code, metrics).items():
             load_now = load()
-            wall, rss, rc = measure(cmd, env)
+            wall, rss, rc = measure(cmd, env, src)
             print(f"  {code:6s} {step:11s} {wall:8.1f} s {rss:8.0f} MB  exit {rc}", flush=True)
             shown = " ".join(c if " " not in c else repr(c) for c in cmd)
             results.append(
