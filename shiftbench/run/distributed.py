@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -137,11 +138,12 @@ class Ranks:
 
 
 def _gloo_reason(error: BaseException) -> str:
-    """The useful line of a gloo error (which rank, or that the connection closed)."""
+    """The useful part of a gloo error: which rank(s) did not reach the barrier, if it says."""
+    found = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(error))
+    if found:
+        who = found.group(1).strip().rstrip(",")
+        return f"rank {who} died or did not reach the barrier in time"
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    for ln in lines:
-        if "failed to pass monitoredBarrier" in ln:
-            return ln.split("]: ", 1)[-1]
     return lines[0] if lines else type(error).__name__
 
 
