@@ -189,8 +189,15 @@ def save_checkpoint(
     if names is not None:
         payload["class_names"] = names
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: _save(payload, tmp))
     return path
+
+
+def _save(payload: dict[str, Any], path: Path) -> None:
+    # Through a file object: torch.save names the zip's folder after a path's stem, which for
+    # the temp file would make the bytes (and the SHA-256 that identifies cells) random.
+    with open(path, "wb") as f:
+        torch.save(payload, f)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,9 +40,8 @@ def v1_table() -> pd.DataFrame:
     return pd.read_parquet(V1 / PREDICTIONS_V1)
 
 
-@pytest.fixture(scope="module")
-def rerun(tmp_path_factory) -> Path:
-    """The fixture's run (same checkpoints, data and options) by the current runner."""
+def _fixture_run(tmp: Path, out: Path, **options) -> None:
+    """Run the fixture's command (same checkpoints, data and options) with the current runner."""
     sys.path.insert(0, str(FIXTURES))
     try:
         from make_run_v1 import RUN_KWARGS, make_inputs
@@ -50,15 +49,21 @@ def rerun(tmp_path_factory) -> Path:
         sys.path.remove(str(FIXTURES))
     from shiftbench.runner import run
 
-    tmp = tmp_path_factory.mktemp("rerun")
     ckpts, data = make_inputs(tmp)
     kwargs = dict(RUN_KWARGS)
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # as the fixture script
     try:
-        run(ckpts, data, kwargs.pop("shifts"), out=tmp / "run", **kwargs)
+        run(ckpts, data, kwargs.pop("shifts"), out=out, **kwargs, **options)
     finally:
         torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def rerun(tmp_path_factory) -> Path:
+    """The fixture's run by the current runner."""
+    tmp = tmp_path_factory.mktemp("rerun")
+    _fixture_run(tmp, tmp / "run")
     return tmp / "run"
 
 
@@ -164,3 +169,20 @@ def test_migrate_refuses_what_is_not_a_finished_format_1_run(tmp_path, capsys):
     (unfinished / PREDICTIONS_V1).unlink()
     with pytest.raises(DataError, match="did not finish"):
         migrate(unfinished)
+
+
+def test_resume_of_a_format_1_run_continues_in_format_2(tmp_path, v1_table):
+    """(The fixture's checkpoint files are not stored, so their SHA-256 differ and the cells are
+    recomputed; the point is that the format-1 directory is accepted and rewritten.)"""
+    run_dir = tmp_path / "run"
+    shutil.copytree(V1, run_dir)
+    parts = sorted(p.name for p in (run_dir / "parts").iterdir())
+    (tmp_path / "inputs").mkdir()
+    _fixture_run(tmp_path / "inputs", run_dir, resume=True)
+    manifest = read_manifest(run_dir)
+    assert manifest["format"] == FORMAT_V2
+    assert manifest["invocations"][0]["command"][-1] == "(tests/fixtures/make_run_v1.py)"
+    assert set(parts) < {p.name for p in (run_dir / "parts").iterdir()}
+    assert not (run_dir / PREDICTIONS_V1).exists()
+    pd.testing.assert_frame_equal(read_predictions(run_dir), v1_table)
+    assert (run_dir / "metrics.csv").read_text() == (V1 / "metrics.csv").read_text()

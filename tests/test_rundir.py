@@ -66,6 +66,19 @@ def test_reserved_data_column_is_refused_at_run_time(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_reserved_meta_key_of_a_loaded_checkpoint_is_refused_at_run_time(tmp_path):
+    """Meta that did not go through save_checkpoint (edited after loading) is checked by run()."""
+    from shiftbench import load_checkpoint
+    from shiftbench.runner import run
+
+    data = write_oral_folder(tmp_path / "data", n_per_class=2)
+    ck = load_checkpoint(save_tiny_checkpoint(tmp_path / "m.pt"))
+    ck.meta["auroc"] = 0.91
+    with pytest.raises(CheckpointError, match="checkpoint m: meta key: 'auroc' is a reserved"):
+        run([ck], data, "blur", out=tmp_path / "out", workers=0, n_boot=0)
+    assert not (tmp_path / "out").exists()
+
+
 def test_check_reserved_lets_other_names_through():
     check_reserved(["method", "seed", "magnification", "lr", 3], "meta")
     with pytest.raises(ValueError, match="'auroc_ci_low'"):
@@ -119,3 +132,12 @@ def test_lock_refuses_a_second_holder(tmp_path):
                 pass
     with locked(tmp_path / "run"):  # released
         pass
+
+
+def test_saved_checkpoint_bytes_do_not_depend_on_the_temp_file(tmp_path, model):
+    """The SHA-256 identifies cells for --resume: saving the same model twice gives one hash."""
+    from shiftbench.checkpoint import sha256_file
+
+    a = save_tiny_checkpoint(tmp_path / "a" / "m.pt", model=model)
+    b = save_tiny_checkpoint(tmp_path / "b" / "m.pt", model=model)
+    assert sha256_file(a) == sha256_file(b)
