@@ -187,16 +187,7 @@ def run(
         )  # fmt: skip
         settings["channels_last"] = inp.channels_last
         timings = {"load": time.perf_counter() - t0}
-        config = {
-            "data_fingerprint": inp.dataset.fingerprint(),
-            "n_samples": len(inp.dataset),
-            "image_size": inp.dataset.image_size,
-            "batch_size": settings["batch_size"],
-            "seed": settings["seed"],
-            "class_names": inp.class_names,
-        }
-        if amp is not None:  # absent when off: runs of earlier versions stay resumable
-            config["amp"] = str(amp)
+        config = _identity(inp, settings, amp)
         with locked(out_dir) if ranks.is_main else contextlib.nullcontext():
             start = ranks.on_main(
                 "checking the run directory",
@@ -227,6 +218,21 @@ def run(
     return RunResult(
         out_dir, out_dir / PREDICTIONS_DIR, out_dir / METRICS, out_dir / MANIFEST, metrics, manifest
     )
+
+
+def _identity(inp: _Inputs, settings: dict[str, Any], amp: str | None) -> dict[str, Any]:
+    """What a resumed run must share with the run in the directory (manifest ``config``)."""
+    config = {
+        "data_fingerprint": inp.dataset.fingerprint(),
+        "n_samples": len(inp.dataset),
+        "image_size": inp.dataset.image_size,
+        "batch_size": settings["batch_size"],
+        "seed": settings["seed"],
+        "class_names": inp.class_names,
+    }
+    if amp is not None:  # absent when off: runs of earlier versions stay resumable
+        config["amp"] = str(amp)
+    return config
 
 
 def _start(
