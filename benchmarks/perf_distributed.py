@@ -100,7 +100,11 @@ def measure(n: int, ckpt: Path, work: Path, shifts: str, n_boot: int) -> dict[st
         "load_s": timings["load"],
         "tables_and_metrics_s": round(timings["predictions"] + timings["metrics"], 3),
         "n_images": manifest["config"]["n_samples"],
-        "evaluations": sum(len(s["magnitudes"]) for s in manifest["shifts"]),
+        "evaluations": 1  # the clean image once, then every shift's other magnitudes
+        + sum(
+            sum(1 for m in s["magnitudes"] if float(m) != float(s["identity"]))
+            for s in manifest["shifts"]
+        ),
     }
     for r in range(n):
         row[f"peak_rss_mb_rank{r}"] = round(float((rss_dir / f"rank{r}.txt").read_text()), 1)
