@@ -87,7 +87,8 @@ class Ranks:
                 result = fn()
             except BaseException as e:
                 error = first_line(e) or type(e).__name__
-                self._broadcast(error, what)
+                with contextlib.suppress(RankStopped):  # keep rank 0's own error
+                    self._broadcast(error, what)
                 raise
         error = self._broadcast(error, what)
         if error is not None and not self.is_main:
