@@ -7,8 +7,9 @@ rows repeated under every shift, as the runner stores them), ``N / 550`` test sa
 probability of the positive class is a seeded logistic function of the label, the checkpoint's
 signal, the shift severity and noise (sample difficulty shared by all checkpoints).
 
-Then each of these runs as a *child process*, and its wall time and peak RSS (``ru_maxrss`` of
-``os.wait4`` for that child alone) are recorded:
+Then each of these runs as a *child process*, and its wall time, CPU time and peak RSS
+(``ru_utime + ru_stime`` and ``ru_maxrss`` of ``os.wait4`` for that child alone) are recorded; on a
+shared machine the CPU time is the steadier measure of work:
 
 * ``leaderboard``: ``shiftbench leaderboard RUN --baseline wd --out …`` (CLI defaults:
   balanced accuracy, 2,000 paired bootstrap resamples);
@@ -72,6 +73,7 @@ FIELDS = [
     "code",
     "step",
     "wall_s",
+    "cpu_s",
     "peak_rss_mb",
     "exit_code",
     "load_1min",
@@ -284,17 +286,24 @@ def write_v1(run: Path, n: int) -> None:
     (run / "manifest.json").write_text(json.dumps(manifest(n, rundir.FORMAT_V1), indent=2))
 
 
-def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MB) of that child alone, exit code."""
+def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, float, int]:
+    """Wall seconds, CPU seconds (user + system), peak RSS (MB) of that child alone, exit code.
+
+    ``cwd`` is the measured code's tree: ``python -c`` puts the working directory first on
+    ``sys.path``, so another checkout there would be imported instead.
+    """
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
         print(f"  exit {proc.returncode}: {err.strip()[-400:]}", file=sys.stderr)
-    return wall, usage.ru_maxrss / 1024.0, proc.returncode
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss / 1024.0, proc.returncode
 
 
 def steps(run: Path, out: Path, code: str, metrics: bool) -> dict[str, list[str]]:
@@ -380,8 +389,12 @@ def run_size(
         out.mkdir(parents=True, exist_ok=True)
         for step, cmd in steps(run, out, code, metrics).items():
             load_now = load()
-            wall, rss, rc = measure(cmd, env)
-            print(f"  {code:6s} {step:11s} {wall:8.1f} s {rss:8.0f} MB  exit {rc}", flush=True)
+            wall, cpu, rss, rc = measure(cmd, env, src)
+            print(
+                f"  {code:6s} {step:11s} {wall:8.1f} s wall {cpu:8.1f} s cpu {rss:8.0f} MB  "
+                f"exit {rc}",
+                flush=True,
+            )
             shown = " ".join(c if " " not in c else repr(c) for c in cmd)
             results.append(
                 {
@@ -392,6 +405,7 @@ def run_size(
                     "code": code,
                     "step": step,
                     "wall_s": round(wall, 2),
+                    "cpu_s": round(cpu, 2),
                     "peak_rss_mb": round(rss, 1),
                     "exit_code": rc,
                     "load_1min": round(load_now, 2),
@@ -431,11 +445,11 @@ def print_ratios(rows: list[dict]) -> None:
         lo = next((r for r in rs if r["size"] == "3M"), rs[0])
         hi = rs[-1]
         growth = float(hi["peak_rss_mb"]) / float(lo["peak_rss_mb"])
-        wall_ratio = float(hi["wall_s"]) / float(lo["wall_s"])
+        wall_ratio = float(hi["cpu_s"] or hi["wall_s"]) / float(lo["cpu_s"] or lo["wall_s"])
         rows_ratio = int(hi["rows"]) / int(lo["rows"])
         print(
             f"{step:11s} peak RSS {lo['size']} → {hi['size']}: {float(lo['peak_rss_mb']):.0f} → "
-            f"{float(hi['peak_rss_mb']):.0f} MB (× {growth:.2f}); wall × {wall_ratio:.2f} "
+            f"{float(hi['peak_rss_mb']):.0f} MB (× {growth:.2f}); CPU time × {wall_ratio:.2f} "
             f"for rows × {rows_ratio:.2f}"
         )
 

@@ -28,7 +28,9 @@ REQUIRED_COLUMNS = ("checkpoint", "shift", "magnitude", "sample_id", "label", "p
 # Columns of the predictions that are not per-checkpoint (never meta, never a --by column).
 _ROW_COLUMNS = (*REQUIRED_COLUMNS, "path")
 # Scan in bounded batches with little read-ahead: memory stays flat for any table size.
-_SCAN_ROWS = 1 << 20
+_SCAN_ROWS = 1 << 18
+# Labels are class indices < 2**20 (packed with sample ids into one int64 while scanning).
+_LABELS = 1 << 20
 _SCAN = {"batch_size": _SCAN_ROWS, "batch_readahead": 2, "fragment_readahead": 2}
 
 
@@ -288,34 +290,89 @@ def _decoded(table: pa.Table) -> pa.Table:
     return table
 
 
+def _fragment_batches(
+    dataset: Any, columns: list[str]
+) -> Iterator[tuple[dict[str, Any], pa.RecordBatch]]:
+    """``(partition keys, batch)`` of every file, read row group by row group, single-threaded.
+
+    pyarrow's dataset scanner reads ahead on several threads, whose allocations stay in the
+    process (measured: 1.1 GB peak RSS for the key columns of 27.5 M rows, against 0.16 GB
+    for this loop).
+    """
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    for fragment in dataset.get_fragments():
+        keys = pads.get_partition_keys(fragment.partition_expression) or {}
+        file = pq.ParquetFile(fragment.path)
+        present = [c for c in columns if c in file.schema_arrow.names]
+        for batch in file.iter_batches(batch_size=_SCAN_ROWS, columns=present, use_threads=False):
+            yield keys, batch
+
+
+def _codes(column: pa.Array) -> tuple[np.ndarray, list[Any]]:
+    """Integer codes and their values of a string or dictionary column."""
+    if not pa.types.is_dictionary(column.type):
+        column = column.dictionary_encode()
+    return column.indices.to_numpy(zero_copy_only=False), column.dictionary.to_pylist()
+
+
 def _scan(source: Source) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One pass over the key columns.
+    """One pass over the key columns, one row group at a time (nothing kept but counts).
 
     Returns:
         ``grid``: shift, magnitude, checkpoint, label, n (rows); ``ids``: shift, sample_id,
         label (distinct).
     """
     keys = ["shift", "magnitude", "checkpoint", "label"]
-    grids: list[pd.DataFrame] = []
-    ids: list[pd.DataFrame] = []
+    counts: dict[tuple[str, float, str, int], int] = {}
+    ids: dict[str, list[np.ndarray]] = {}  # shift -> (sample_id << 20 | label) arrays
     try:
-        for t in _chunks(source.dataset, [*keys, "sample_id"]):
-            grids.append(t.group_by(keys).aggregate([("sample_id", "count")]).to_pandas())
-            ids.append(t.group_by(["shift", "sample_id", "label"]).aggregate([]).to_pandas())
-            if len(ids) >= 16:  # keep the distinct ids compact while scanning
-                ids = [pd.concat(ids, ignore_index=True).drop_duplicates()]
+        for part, batch in _fragment_batches(source.dataset, [*keys, "sample_id"]):
+            if batch.num_rows == 0:
+                continue
+            names = batch.schema.names
+            if "shift" in names:
+                s_codes, s_names = _codes(batch.column(names.index("shift")))
+            else:
+                s_codes, s_names = np.zeros(batch.num_rows, np.int64), [part["shift"]]
+            c_codes, c_names = _codes(batch.column(names.index("checkpoint")))
+            mags = batch.column(names.index("magnitude")).to_numpy(zero_copy_only=False)
+            labels = batch.column(names.index("label")).to_numpy(zero_copy_only=False)
+            sids = batch.column(names.index("sample_id")).to_numpy(zero_copy_only=False)
+            labels, sids = labels.astype(np.int64), sids.astype(np.int64)
+            key = (s_codes.astype(np.int64) * len(c_names) + c_codes) * _LABELS + labels
+            for mag in np.unique(mags):
+                sel = mags == mag
+                uniq, n = np.unique(key[sel], return_counts=True)
+                for u, c in zip(uniq.tolist(), n.tolist(), strict=True):
+                    sc, label = divmod(u, _LABELS)
+                    si, ci = divmod(sc, len(c_names))
+                    k = (str(s_names[si]), float(mag), str(c_names[ci]), label)
+                    counts[k] = counts.get(k, 0) + c
+            for si, name in enumerate(s_names):
+                sel = s_codes == si
+                got = ids.setdefault(str(name), [])
+                got.append(np.unique((sids[sel] << 20) | labels[sel]))
+                if len(got) >= 64:  # keep the distinct ids compact while scanning
+                    ids[str(name)] = [np.unique(np.concatenate(got))]
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"cannot read {_where(source)}: {e}") from e
-    if not grids:
-        return pd.DataFrame(columns=[*keys, "n"]), pd.DataFrame(columns=["shift", "sample_id"])
-    grid = pd.concat(grids, ignore_index=True).rename(columns={"sample_id_count": "n"})
-    grid = grid.groupby(keys, as_index=False, sort=True)["n"].sum()
-    grid["magnitude"] = grid["magnitude"].astype(np.float64)
-    grid["checkpoint"] = grid["checkpoint"].astype(str)
-    grid["label"] = grid["label"].astype(np.int64)
-    out = pd.concat(ids, ignore_index=True).drop_duplicates()
-    out["label"] = out["label"].astype(np.int64)
-    out["sample_id"] = out["sample_id"].astype(np.int64)
+    grid = pd.DataFrame([(*k, n) for k, n in counts.items()], columns=[*keys, "n"])
+    grid = grid.sort_values(keys, ignore_index=True).astype(
+        {"magnitude": np.float64, "label": np.int64, "n": np.int64}
+    )
+    frames = []
+    for name, arrays in ids.items():
+        both = np.unique(np.concatenate(arrays))
+        frames.append(
+            pd.DataFrame({"shift": name, "sample_id": both >> 20, "label": both & (_LABELS - 1)})
+        )
+    out = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["shift", "sample_id", "label"])
+    )
     return grid, out
 
 
