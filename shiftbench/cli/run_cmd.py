@@ -3,6 +3,7 @@ over :func:`shiftbench.runner.run`)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -94,6 +95,12 @@ def run_command(
         "--channels-last/--no-channels-last",
         help="Channels-last model memory format (default: on for CPU).",
     ),
+    amp: str | None = typer.Option(
+        None,
+        "--amp",
+        metavar="DTYPE",
+        help="Mixed-precision model forward: bf16 or fp16 (default off: float32).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
     """Evaluate checkpoints on a test set at every magnitude of each shift.
@@ -129,16 +136,24 @@ def run_command(
         plugins=list(plugin or []),
         image_size=image_size,
         channels_last=channels_last,
+        amp=amp,
         progress=progress,
         console=err,
         command=_command_line(ctx),
     )
+    if not _is_main_rank():
+        return  # under torchrun, rank 0 prints the summary
     Console().print(result.summary())
     n_rows = open_predictions(result.out_dir).count_rows()
     typer.echo(
         f"wrote {result.predictions_path}/ ({n_rows} rows), {result.metrics_path.name} "
         f"({len(result.metrics)} rows), {result.manifest_path.name}"
     )
+
+
+def _is_main_rank() -> bool:
+    """False on ranks other than 0 of a torchrun launch (``RANK`` set by torchrun)."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 def _command_line(ctx: typer.Context) -> list[str]:

@@ -13,6 +13,7 @@ to those of an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from shiftbench.data import ImageDataset, default_workers, open_dataset
 from shiftbench.devices import resolve_device
 from shiftbench.errors import DataError, RunError, UserInputError
 from shiftbench.registry import load_plugins
+from shiftbench.run.distributed import Ranks, fault_hook, join_ranks, rank_device
 from shiftbench.run.manifest import base_manifest, outcome
 from shiftbench.run.metrics_step import compute_run_metrics
 from shiftbench.run.models import Model, check_names, load_models, probe, resolve_classes
@@ -51,7 +53,7 @@ from shiftbench.run.rundir import (
     locked,
 )
 from shiftbench.run.summary import summary_table
-from shiftbench.run.sweep import sweep
+from shiftbench.run.sweep import amp_dtype, sweep
 from shiftbench.run.tables import write_tables
 from shiftbench.run.values import default_command, first_line, integer, non_negative, now, positive
 from shiftbench.shifts.base import Shift
@@ -125,6 +127,7 @@ def run(
     plugins: Sequence[str] = (),
     image_size: int | None = None,
     channels_last: bool | None = None,
+    amp: str | None = None,
     progress: bool = False,
     console: Any = None,
     command: Sequence[str] | None = None,
@@ -155,7 +158,10 @@ def run(
         plugins: modules to import so that the shifts they define are registered.
         image_size: resize images to ``image_size²`` on load (needed when sizes differ).
         channels_last: run models in channels-last memory format (default: on for the CPU).
-        progress: show a rich progress bar.
+        amp: mixed precision of the model forward, ``"bf16"`` or ``"fp16"`` (torch.autocast;
+            default off: float32). Part of the run's identity. See docs/how-to/
+            evaluate-on-several-gpus-or-nodes.md for its agreement with float32.
+        progress: show a rich progress bar (rank 0 only when launched by torchrun).
         console: rich Console for progress and messages (default: log messages instead).
         command: the command line, for the manifest.
 
@@ -166,19 +172,56 @@ def run(
         UserInputError, CheckpointError, DataError, RunError: one-line messages saying what is
             wrong; nothing already written is deleted (except with ``overwrite``).
     """
-    t_start, started_at, say, out_dir = time.perf_counter(), now(), Messenger(console), Path(out)
-    settings = _settings(out_dir, resume, overwrite, batch_size, seed, n_boot, workers)
-    settings.update(group_by=group_by, strict=strict)
-    if plugins:
-        load_plugins(list(plugins))
-    plans = plan_shifts(shifts, magnitudes)
-    t0 = time.perf_counter()
-    inp = _open_inputs(
-        checkpoints, data, plans, device, channels_last, limit, image_size, strict, group_by,
-        (arch, num_classes, trust_checkpoint), say,
-    )  # fmt: skip
-    settings["channels_last"] = inp.channels_last
-    timings = {"load": time.perf_counter() - t0}
+    t_start, started_at, out_dir = time.perf_counter(), now(), Path(out)
+    with join_ranks(device) as ranks:  # one rank unless launched by torchrun
+        say = Messenger(console if ranks.is_main else None)
+        settings = _settings(out_dir, resume, overwrite, batch_size, seed, n_boot, workers)
+        settings.update(group_by=group_by, strict=strict, amp=amp_dtype(amp))
+        if plugins:
+            load_plugins(list(plugins))
+        plans = plan_shifts(shifts, magnitudes)
+        t0 = time.perf_counter()
+        inp = _open_inputs(
+            checkpoints, data, plans, rank_device(device, ranks), channels_last, limit,
+            image_size, strict, group_by, (arch, num_classes, trust_checkpoint), say,
+        )  # fmt: skip
+        settings["channels_last"] = inp.channels_last
+        timings = {"load": time.perf_counter() - t0}
+        config = _identity(inp, settings, amp)
+        with locked(out_dir) if ranks.is_main else contextlib.nullcontext():
+            start = ranks.on_main(
+                "checking the run directory",
+                lambda: _start(out_dir, config, resume, overwrite, command, started_at, inp,
+                               settings, ranks.world_size),
+            )  # fmt: skip
+            manifest, invocation = start or ({}, {})
+            try:
+                share = _sweep_share(out_dir, inp, settings, timings, resume, say, progress,
+                                     console, ranks)  # fmt: skip
+                metrics = ranks.on_main(
+                    "writing the tables",
+                    lambda: _finish(out_dir, inp, settings, timings, share, manifest, invocation,
+                                    t_start),
+                )  # fmt: skip
+            except BaseException as e:  # the parts stay; the manifest says why tables are missing
+                if ranks.is_main:
+                    _record_failure(out_dir, manifest, e)
+                raise
+    if not ranks.is_main:  # rank 0 wrote them; every rank returns the same result
+        metrics = pd.read_csv(out_dir / METRICS)
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+    if manifest["n_skipped"] and ranks.is_main:
+        say(
+            f"{manifest['n_skipped']} unreadable image(s) skipped; listed in {out_dir / MANIFEST}",
+            "yellow",
+        )
+    return RunResult(
+        out_dir, out_dir / PREDICTIONS_DIR, out_dir / METRICS, out_dir / MANIFEST, metrics, manifest
+    )
+
+
+def _identity(inp: _Inputs, settings: dict[str, Any], amp: str | None) -> dict[str, Any]:
+    """What a resumed run must share with the run in the directory (manifest ``config``)."""
     config = {
         "data_fingerprint": inp.dataset.fingerprint(),
         "n_samples": len(inp.dataset),
@@ -187,39 +230,41 @@ def run(
         "seed": settings["seed"],
         "class_names": inp.class_names,
     }
-    with locked(out_dir):
-        previous = check_out_dir(out_dir, config, resume, overwrite)
-        if overwrite:
-            remove_run_files(out_dir)
-            previous = None
-        clean_temp_dirs(out_dir)
-        command = list(command) if command is not None else default_command()
-        invocation = {"command": command, "started_at": started_at, "resume": bool(resume)}
-        manifest = base_manifest(
-            previous, config, invocation, inp.models, inp.dataset, inp.plans, settings, inp.device
-        )
-        atomic_write_json(out_dir / MANIFEST, manifest)
-        try:
-            resuming = resume and previous is not None
-            metrics, fields = _compute(
-                out_dir, inp, settings, timings, resuming, say, progress, console
-            )  # fmt: skip
-        except BaseException as e:  # the parts stay; the manifest says why the tables are missing
-            _record_failure(out_dir, manifest, e)
-            raise
-        timings["total"] = time.perf_counter() - t_start
-        invocation.update(finished_at=now(), **fields.pop("invocation"))
-        invocation["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-        manifest.update(fields)
-        atomic_write_json(out_dir / MANIFEST, manifest)
-    if manifest["n_skipped"]:
-        say(
-            f"{manifest['n_skipped']} unreadable image(s) skipped; listed in {out_dir / MANIFEST}",
-            "yellow",
-        )
-    return RunResult(
-        out_dir, out_dir / PREDICTIONS_DIR, out_dir / METRICS, out_dir / MANIFEST, metrics, manifest
+    if amp is not None:  # absent when off: runs of earlier versions stay resumable
+        config["amp"] = str(amp)
+    return config
+
+
+def _start(
+    out_dir: Path,
+    config: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+    command: Sequence[str] | None,
+    started_at: str,
+    inp: _Inputs,
+    settings: dict[str, Any],
+    world_size: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check (and with ``overwrite`` empty) the run directory; write the starting manifest.
+
+    Returns:
+        The manifest and its entry for this invocation.
+    """
+    previous = check_out_dir(out_dir, config, resume, overwrite)
+    if overwrite:
+        remove_run_files(out_dir)
+        previous = None
+    clean_temp_dirs(out_dir)
+    command = list(command) if command is not None else default_command()
+    invocation = {"command": command, "started_at": started_at, "resume": bool(resume)}
+    if world_size > 1:
+        invocation["world_size"] = world_size
+    manifest = base_manifest(
+        previous, config, invocation, inp.models, inp.dataset, inp.plans, settings, inp.device
     )
+    atomic_write_json(out_dir / MANIFEST, manifest)
+    return manifest, invocation
 
 
 def _settings(
@@ -296,40 +341,72 @@ def _open_inputs(
     return _Inputs(dataset, models, plans, class_names, label_map, dev, channels_last)
 
 
-def _compute(
+@dataclass
+class _Share:
+    """What the sweep step leaves for the final one (on rank 0: about every rank's batches)."""
+
+    grid: list[list[int]]
+    cells: list[Cell]
+    todo: list[tuple[int, set[Cell]]]  # pending (batch, cells) of all ranks
+    seconds: float
+
+
+def _sweep_share(
     out_dir: Path,
     inp: _Inputs,
     settings: dict[str, Any],
     timings: dict[str, float],
-    resuming: bool,
+    resume: bool,
     say: Messenger,
     progress: bool,
     console: Any,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Sweep the missing (batch, cell) pairs, then write the tables and metrics.csv.
-
-    Returns:
-        The metrics table and the manifest fields of the finished run (with an ``invocation``
-        entry: batches and images computed, speed).
-    """
+    ranks: Ranks,
+) -> _Share:
+    """Sweep this rank's share of the missing (batch, cell) pairs; wait for the other ranks."""
     n, batch_size = len(inp.dataset), settings["batch_size"]
     grid = [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
     cells: list[Cell] = requested_cells([m.ckpt.sha256 for m in inp.models], inp.plans)
     todo = pending(grid, scan_parts(out_dir / PARTS_DIR).done, cells)
-    if resuming:
+    ranks.barrier("scanning the part files")  # every rank sees the same pending batches
+    if resume and len(todo) < len(grid):
         say(f"resuming: {len(grid) - len(todo)} of {len(grid)} batches already done")
     t0 = time.perf_counter()
     timers = {"data_wait": 0.0, "shift": 0.0, "model": 0.0, "write": 0.0}
-    if todo:
-        sweep(
-            todo, grid, inp.dataset, inp.models, inp.plans, inp.label_map, inp.device,
-            settings["seed"], settings["workers"], out_dir, timers, say, progress, console,
-            batch_size,
-        )  # fmt: skip
+    error: Exception | None = None
+    try:
+        if ranks.shard(todo):
+            sweep(
+                ranks.shard(todo), grid, inp.dataset, inp.models, inp.plans, inp.label_map,
+                inp.device, settings["seed"], settings["workers"], out_dir, timers, say,
+                progress and ranks.is_main, console, batch_size, amp=settings["amp"],
+                after_part=fault_hook(ranks),
+            )  # fmt: skip
+    except Exception as e:  # shared with the other ranks at the barrier, which raises it
+        error = e
+    ranks.barrier("evaluating batches", error)
     timings["sweep"] = t_sweep = time.perf_counter() - t0
     timings.update(timers)
+    return _Share(grid, cells, todo, t_sweep)
+
+
+def _finish(
+    out_dir: Path,
+    inp: _Inputs,
+    settings: dict[str, Any],
+    timings: dict[str, float],
+    share: _Share,
+    manifest: dict[str, Any],
+    invocation: dict[str, Any],
+    t_start: float,
+) -> pd.DataFrame:
+    """Write the tables, metrics.csv and the finished manifest from the part files.
+
+    Returns:
+        The metrics table.
+    """
     t0 = time.perf_counter()
     index = scan_parts(out_dir / PARTS_DIR)
+    grid, cells = share.grid, share.cells
     missing = [c for b in range(len(grid)) for c in cells if c not in index.done.get(b, ())]
     if missing:  # pragma: no cover - would be a bug in pending/sweep
         raise RunError(f"internal error: {len(missing)} (batch, cell) results missing")
@@ -343,11 +420,16 @@ def _compute(
     )
     atomic_write(out_dir / METRICS, lambda p: metrics.to_csv(p, index=False))
     timings["metrics"] = time.perf_counter() - t0
-    n_images = sum(len(grid[b]) for b, _ in todo)
-    fields = outcome(index, inp.models, inp.plans)
-    fields["invocation"] = {
-        "batches_computed": len(todo),
-        "images_computed": n_images,
-        "images_per_s": round(n_images / t_sweep, 2) if t_sweep > 0 and todo else None,
-    }
-    return metrics, fields
+    timings["total"] = time.perf_counter() - t_start
+    n_images = sum(len(grid[b]) for b, _ in share.todo)
+    speed = round(n_images / share.seconds, 2) if share.seconds > 0 and share.todo else None
+    invocation.update(
+        finished_at=now(),
+        batches_computed=len(share.todo),
+        images_computed=n_images,
+        images_per_s=speed,
+        timings_s={k: round(v, 3) for k, v in timings.items()},
+    )
+    manifest.update(outcome(index, inp.models, inp.plans))
+    atomic_write_json(out_dir / MANIFEST, manifest)
+    return metrics

@@ -10,8 +10,10 @@ process-wide state (0.1 switched ``torch.set_num_threads(1)`` around every shift
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pyarrow as pa
 import torch
 
 from shiftbench.data import Batch, ImageDataset, make_loader
-from shiftbench.errors import RunError
+from shiftbench.errors import RunError, UserInputError
 from shiftbench.run.models import Model
 from shiftbench.run.parts import write_part
 from shiftbench.run.plan import CLEAN, Cell, ShiftPlan
@@ -45,7 +47,16 @@ def sweep(
     progress: bool,
     console: Any,
     batch_size: int,
+    *,
+    amp: torch.dtype | None = None,
+    after_part: Callable[[int], None] | None = None,
 ) -> None:
+    """Evaluate the pending (batch, cells) pairs of ``todo``; one part file per batch.
+
+    Args:
+        amp: autocast dtype of the model forward (``torch.bfloat16``/``float16``; None: off).
+        after_part: called with the number of part files written so far (test hook).
+    """
     parts_dir = out_dir / PARTS_DIR
     parts_dir.mkdir(exist_ok=True)
     token = uuid.uuid4().hex[:8]
@@ -60,6 +71,7 @@ def sweep(
     )
     label_map_t = torch.as_tensor(label_map)
     n_evals = sum(len(c) for _, c in todo)
+    written = 0
     with progress_bar(progress, console, sum(len(grid[b]) for b, _ in todo), n_evals) as bar:
         t_wait = time.perf_counter()
         for batch in loader:
@@ -70,7 +82,7 @@ def sweep(
                 say(f"skipping unreadable image {s.path}: {s.reason}", "yellow")
             cells = need[b]
             table, reports = _evaluate_batch(
-                batch, b, cells, models, plans, label_map_t, device, seed, timers
+                batch, b, cells, models, plans, label_map_t, device, seed, timers, amp
             )
             t0 = time.perf_counter()
             meta = {
@@ -83,6 +95,9 @@ def sweep(
             write_part(parts_dir / f"b{b:06d}-{token}.parquet", table, meta)
             timers["write"] += time.perf_counter() - t0
             bar.advance(len(grid[b]), len(cells))
+            written += 1
+            if after_part is not None:
+                after_part(written)
             t_wait = time.perf_counter()
 
 
@@ -96,6 +111,7 @@ def _evaluate_batch(
     device: torch.device,
     seed: int,
     timers: dict[str, float],
+    amp: torch.dtype | None = None,
 ) -> tuple[pa.Table, dict[str, Any]]:
     """All needed cells of one batch → an arrow table of predictions (+ shift reports)."""
     sample_ids = batch.sample_ids
@@ -108,7 +124,7 @@ def _evaluate_batch(
         with torch.inference_mode():
             clean = [m for m in models if (m.ckpt.sha256, CLEAN, 0.0) in cells]
             if clean:
-                _forward(images, clean, CLEAN, 0.0, results, timers)
+                _forward(images, clean, CLEAN, 0.0, results, timers, amp)
             for plan in plans:
                 mags = [
                     mag
@@ -127,7 +143,7 @@ def _evaluate_batch(
                         break
                     mag, shifted = step
                     wanted = [m for m in models if (m.ckpt.sha256, plan.key, mag) in cells]
-                    _forward(shifted, wanted, plan.key, mag, results, timers)
+                    _forward(shifted, wanted, plan.key, mag, results, timers, amp)
                 reports[plan.key] = jsonable(sweep.report)
         _check_finite(results, models, b, sample_ids, batch)
     return _to_table(results, sample_ids, labels, models), reports
@@ -140,6 +156,7 @@ def _forward(
     mag: float,
     results: list[tuple[str, str, float, torch.Tensor]],
     timers: dict[str, float],
+    amp: torch.dtype | None = None,
 ) -> None:
     t0 = time.perf_counter()
     inputs: dict[tuple, torch.Tensor] = {}
@@ -147,9 +164,33 @@ def _forward(
         x = inputs.get(m.prep.key)
         if x is None:
             x = inputs[m.prep.key] = m.prep(images)
-        logits = m.ckpt.model(x)
+        with _autocast(images.device.type, amp):
+            logits = m.ckpt.model(x)
         results.append((m.ckpt.sha256, shift_key, mag, logits.float()))
     timers["model"] += time.perf_counter() - t0
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(amp: str | None) -> torch.dtype | None:
+    """``--amp`` (None, ``"bf16"`` or ``"fp16"``) → the autocast dtype of the model forward.
+
+    Raises:
+        UserInputError: another value.
+    """
+    if amp is None or amp == "off":
+        return None
+    if amp not in AMP_DTYPES:
+        raise UserInputError(f"--amp {amp!r} is not one of bf16, fp16 (or leave it off)")
+    return AMP_DTYPES[amp]
+
+
+def _autocast(device_type: str, amp: torch.dtype | None) -> Any:
+    """Mixed precision for the model forward only (the shifts stay in their own precision)."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=amp)
 
 
 def _check_finite(
