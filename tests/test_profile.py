@@ -147,6 +147,7 @@ def test_equivalent_shift_recovers_a_known_blur(tmp_path):
     assert blur["bracket_low"] <= n <= blur["bracket_high"]
     assert abs(float(blur["magnitude"]) - n) <= 0.5
     assert table.loc["sharpen", "magnitude"] == OUTSIDE  # blurrier than any sharpening
+    assert "is below every value the sweep reaches" in table.loc["sharpen", "note"]
 
 
 def test_equivalent_magnitude_interpolates_the_first_crossing():

@@ -147,7 +147,8 @@ def equivalent_shift_table(
     Returns:
         ``(table, curves)``: ``table`` has one row per (dataset, shift): ``reference, dataset,
         shift, statistic, units, reference_median, dataset_median, magnitude`` (a number or
-        :data:`OUTSIDE`), ``bracket_low, bracket_high, sweep_min, sweep_max``; ``curves`` has the
+        :data:`OUTSIDE`), ``bracket_low, bracket_high, sweep_min, sweep_max, note`` (why a set is
+        outside); ``curves`` has the
         reference's median statistic per (shift, magnitude): ``shift, magnitude, statistic,
         median``.
     """
@@ -169,6 +170,14 @@ def equivalent_shift_table(
         for d in others:
             target = float(profiles.loc[profiles["dataset"] == d, stat].median())
             hit = equivalent_magnitude(c["magnitude"].tolist(), c["median"].tolist(), target)
+            reached = c["median"].dropna()
+            note = ""
+            if hit.magnitude is None and len(reached) and np.isfinite(target):
+                side = "above" if target > reached.max() else "below"
+                note = (
+                    f"{d}'s median {stat} {target:.4g} is {side} every value the sweep reaches "
+                    f"({reached.min():.4g}..{reached.max():.4g})"
+                )
             rows.append(
                 {
                     "reference": reference,
@@ -183,6 +192,7 @@ def equivalent_shift_table(
                     "bracket_high": hit.high,
                     "sweep_min": float(c["magnitude"].min()),
                     "sweep_max": float(c["magnitude"].max()),
+                    "note": note,
                 }
             )
     return pd.DataFrame(rows), curves
