@@ -144,3 +144,16 @@ def test_optical_density_used_is_staintools():
     np.testing.assert_allclose(
         od, np.maximum(-np.log(np.maximum([0, 1, 128, 255], 1) / 255), 1e-6), rtol=1e-6
     )
+
+
+def test_least_squares_concentrations_match_numpy_lstsq(tiles):
+    from shiftbench.stain_concentrations import least_squares_concentrations
+
+    image = tiles[1].permute(1, 2, 0).numpy()
+    s = _staintools_stain_matrix(image)
+    od = np.maximum(-np.log(np.maximum(image, 1) / 255.0), 1e-6).reshape(-1, 3)
+    want = np.linalg.lstsq(s.T, od.T, rcond=None)[0]  # [2, N]
+    got = least_squares_concentrations(
+        torch.from_numpy(od.T.copy())[None], torch.from_numpy(s)[None]
+    )
+    np.testing.assert_allclose(got[0].numpy(), want, atol=1e-9)
