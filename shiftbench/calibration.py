@@ -34,12 +34,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "CALIBRATION_METRICS",
     "DIRECTION",
     "N_BINS",
     "brier",
+    "calibration_metrics",
     "ece",
     "nll",
     "weighted_brier",
@@ -147,3 +149,43 @@ CALIBRATION_METRICS: dict[str, tuple[Callable[..., float], Callable[..., np.ndar
     "brier": (brier, weighted_brier),
     "nll": (nll, weighted_nll),
 }
+
+
+def calibration_metrics(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, float]:
+    """ECE, Brier and NLL of one cell with percentile bootstrap CIs, as ``cell_metrics`` does.
+
+    Uses the same resamples as :func:`shiftbench.metrics.cell_metrics` for the same ``seed``
+    (:func:`shiftbench.metrics.bootstrap_weight_blocks`), so the result can be merged into its
+    output: ``{m, m_ci_low, m_ci_high}`` for ``m`` in ``ece, brier, nll`` (CIs NaN if
+    ``n_boot = 0`` or ``n = 0``).
+    """
+    from shiftbench.metrics import bootstrap_weight_blocks
+
+    labels, probs = _check(labels, probs)
+    n = labels.size
+    out: dict[str, float] = {}
+    boots: dict[str, list[np.ndarray]] = {k: [] for k in CALIBRATION_METRICS}
+    if n and n_boot > 0:
+        block = max(1, 4_000_000 // n)
+        with threadpool_limits(1, user_api="blas"):
+            for w in bootstrap_weight_blocks(n, n_boot, seed, block):
+                for k, (_, weighted) in CALIBRATION_METRICS.items():
+                    boots[k].append(weighted(w, labels, probs))
+    alpha = (1.0 - ci) / 2.0
+    for k, (point, _) in CALIBRATION_METRICS.items():
+        out[k] = point(labels, probs) if n else float("nan")
+        values = np.concatenate(boots[k]) if boots[k] else np.array([])
+        values = values[np.isfinite(values)]
+        if values.size:
+            lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
+            out[f"{k}_ci_low"], out[f"{k}_ci_high"] = float(lo), float(hi)
+        else:
+            out[f"{k}_ci_low"] = out[f"{k}_ci_high"] = float("nan")
+    return out

@@ -134,3 +134,20 @@ def test_bad_shapes_and_labels_are_value_errors():
         nll([0, 2], np.ones((2, 2)) / 2)
     with pytest.raises(ValueError, match="n_bins"):
         ece([0, 1], np.ones((2, 2)) / 2, n_bins=0)
+
+
+def test_calibration_metrics_cis_are_percentiles_of_materialised_resamples():
+    from shiftbench.calibration import calibration_metrics
+
+    labels, probs = _probs(50, 3, seed=9)
+    out = calibration_metrics(labels, probs, n_boot=40, seed=2, ci=0.9)
+    rng = np.random.default_rng(2)  # bootstrap_weights' documented draw
+    idx = rng.integers(0, 50, size=(40, 50))
+    for name, fn in (("ece", ece), ("brier", brier), ("nll", nll)):
+        values = [fn(labels[i], probs[i]) for i in idx]
+        lo, hi = np.quantile(values, [0.05, 0.95])
+        assert out[name] == pytest.approx(fn(labels, probs))
+        assert out[f"{name}_ci_low"] == pytest.approx(lo, rel=1e-12)
+        assert out[f"{name}_ci_high"] == pytest.approx(hi, rel=1e-12)
+    empty = calibration_metrics(labels, probs, n_boot=0)
+    assert np.isnan(empty["ece_ci_low"]) and not np.isnan(empty["ece"])
