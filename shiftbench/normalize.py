@@ -260,8 +260,8 @@ def macenko_normalize(
             continue
         scale = torch.where(ok[:, None], m_t / torch.where(ok[:, None], m, 1.0), 0.0)
         # −log₂(e)·OD' then 2^(·): torch's exp2 is ~4× faster than exp on CPU
-        s_scaled = s_t * -_LOG2E
-        od = torch.einsum("bkn,kc->bcn", stats.concentrations * scale[:, :, None], s_scaled)
+        mix = (s_t * -_LOG2E).T.expand(chunk.shape[0], 3, 2)  # [b, 3, 2]: −log₂e · S_tᵀ
+        od = torch.bmm(mix, stats.concentrations * scale[:, :, None])  # [b, 3, N]
         rgb = od.exp2_().mul_(255.0).floor_().clamp_(0, 255).to(torch.uint8)
         rgb = rgb.view(chunk.shape)
         idx = ok.nonzero().flatten()

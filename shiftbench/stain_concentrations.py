@@ -80,8 +80,8 @@ def percentile_per_image(values: torch.Tensor, q: float) -> torch.Tensor:
     """numpy's linear ``percentile(values[b, k], q)`` for every row: ``[B, K, N]`` → ``[B, K]``.
 
     Position ``p = q/100·(N − 1)``; result ``v₍⌊p⌋₎ + (p − ⌊p⌋)·(v₍⌊p⌋+1₎ − v₍⌊p⌋₎)`` on the
-    ascending order statistics, found with one ``topk`` of the ``N − ⌊p⌋`` largest values (cheap
-    for high percentiles).
+    ascending order statistics: the two smallest of the ``N − ⌊p⌋`` largest values (one ``topk``,
+    cheap for high percentiles).
     """
     n = values.shape[-1]
     if n == 0:
@@ -90,9 +90,10 @@ def percentile_per_image(values: torch.Tensor, q: float) -> torch.Tensor:
     lo = int(pos)  # ⌊p⌋ (p ≥ 0)
     frac = pos - lo
     k = n - lo
-    top = values.topk(k, dim=-1).values  # descending: ascending rank r is index n − 1 − r
-    v_lo = top[..., k - 1]
-    v_hi = top[..., max(k - 2, 0)]
+    # the k largest (unsorted: cheaper), then their two smallest = ascending ranks ⌊p⌋, ⌊p⌋ + 1
+    top = values.topk(k, dim=-1, sorted=False).values
+    two = top.topk(min(k, 2), dim=-1, largest=False).values  # ascending
+    v_lo, v_hi = two[..., 0], two[..., -1]
     # numpy's _lerp (exact at both ends)
     if frac >= 0.5:
         return v_hi - (v_hi - v_lo) * (1 - frac)
