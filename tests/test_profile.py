@@ -188,6 +188,8 @@ def test_bad_input_is_a_user_error(tmp_path):
         profile([f"a={CRC}"], tmp_path, reference="a")
     with pytest.raises(UserInputError, match="'cutout' has no equivalent-shift"):
         profile([f"a={CRC}", f"b={CRC}"], tmp_path, reference="a", shifts=["cutout"])
+    with pytest.raises(UserInputError, match="--limit must be a whole number"):
+        profile([f"a={CRC}"], tmp_path, limit=0)
     with pytest.raises(DataError, match="data not found"):
         profile([f"a={tmp_path / 'nope'}"], tmp_path)
     assert not list(tmp_path.iterdir())  # nothing written

@@ -275,6 +275,9 @@ def profile(
                 "--reference needs at least one other --data set to place on its shift axes"
             )
     shifts = list(dict.fromkeys(shifts))
+    for option, value in (("--limit", limit), ("--image-size", image_size)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise UserInputError(f"{option} must be a whole number >= 1; got {value!r}")
     choices = ", ".join(EQUIVALENT_SHIFTS)
     if not shifts:
         raise UserInputError(f"--shifts is empty; choose from {choices}")
