@@ -235,3 +235,11 @@ def test_cli_errors_are_one_line(cli, tmp_path, args, message):
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert message in lines[0]
+
+
+def test_python_api_is_exported():
+    import shiftbench
+    import shiftbench.normalize
+
+    assert shiftbench.profile is profile
+    assert shiftbench.StainNormalizer is shiftbench.normalize.StainNormalizer
