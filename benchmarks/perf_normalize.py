@@ -7,7 +7,8 @@ largest channel difference is ≤ 1 and ≤ 2 grey levels, and the maximum).
 
     nice python benchmarks/perf_normalize.py [--n 256] [--threads 2]
 
-Writes ``results/perf_normalize.csv`` and ``results/README-perf_normalize.md`` (atomically).
+Writes ``results/perf_normalize<tag>.csv`` and ``results/README-perf_normalize<tag>.md``
+(atomically).
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--batch", type=int, default=32, help="shiftbench batch size")
     parser.add_argument("--out-dir", type=Path, default=REPO / "results")
+    parser.add_argument("--tag", default="", help="suffix of the output names, e.g. _1thread")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -175,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
                 **agreement(out, ref_out),
             }
         )
-    write_atomic(args.out_dir / "perf_normalize.csv", to_csv(rows))
+    name = f"perf_normalize{args.tag}"
+    write_atomic(args.out_dir / f"{name}.csv", to_csv(rows))
     command = "nice python " + " ".join(
         shlex.quote(a) for a in [os.path.relpath(__file__, REPO), *sys.argv[1:]]
     )
-    readme = f"""# perf_normalize.csv
+    readme = f"""# {name}.csv
 
 Produced by (from the repository root):
 
@@ -205,7 +208,7 @@ agreement is informative only.
 
 {to_markdown(rows)}
 """
-    write_atomic(args.out_dir / "README-perf_normalize.md", readme)
+    write_atomic(args.out_dir / f"README-{name}.md", readme)
     print(readme)
     return 0
 
