@@ -243,3 +243,23 @@ def test_python_api_is_exported():
 
     assert shiftbench.profile is profile
     assert shiftbench.StainNormalizer is shiftbench.normalize.StainNormalizer
+
+
+def test_images_of_different_sizes_are_profiled_at_their_own_size(tmp_path):
+    big = read_rgb(HE_IMAGES / "stardist_histo.jpg")
+    crops = [big[:200, :300], big[50:290, 100:260], big[:224, :224]]
+    flat = _write_pngs(tmp_path / "flat", crops)
+    classes = tmp_path / "classes"
+    _write_pngs(classes / "a", crops[:2])
+    _write_pngs(classes / "b", crops[2:])
+    result = profile({"flat": flat, "classes": classes}, tmp_path / "out", workers=0, figures=False)
+    rows = result.profiles
+    assert len(rows) == 6
+    for name in ("flat", "classes"):
+        part = rows[rows["dataset"] == name]
+        sizes = sorted(zip(part["height"], part["width"], strict=True))
+        assert sizes == sorted(c.shape[:2] for c in crops)
+        for _, row in part.iterrows():
+            root = flat if name == "flat" else classes
+            rgb = read_rgb(root / row["path"])
+            assert row["sharpness"] == pytest.approx(cv2_sharpness(rgb), rel=1e-12)

@@ -15,7 +15,7 @@ blur / sharpen / haematoxylin / eosin sweeps, :mod:`shiftbench.profiling.equival
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,19 +102,26 @@ def parse_data_specs(
     return out
 
 
-def _open(path: Path, image_size: int | None, limit: int | None) -> Any:
-    """A data set from ``shiftbench.data``; a flat folder of images (no class folders) too."""
-    from shiftbench.data import IMAGE_EXTENSIONS, FileDataset, open_dataset
+def _open(path: Path, image_size: int | None, limit: int | None) -> tuple[Any, bool]:
+    """``(data set, sizes differ)``: a data set from ``shiftbench.data``, or a flat folder.
+
+    Unlike ``run``, profiling needs no common size: without ``image_size``, a data set whose
+    images differ in size is opened anyway and streamed one image per batch (each image is
+    profiled at its own size).
+    """
+    from shiftbench import data
 
     if path.is_dir() and not any(d.is_dir() and not d.name.startswith(".") for d in path.iterdir()):
         files = sorted(
             f.name
             for f in path.iterdir()
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
+            if f.is_file()
+            and f.suffix.lower() in data.IMAGE_EXTENSIONS
+            and not f.name.startswith(".")
         )
         if files:  # labels are not needed to profile: one unnamed class
             files = files[:limit] if limit else files
-            ds = FileDataset(
+            ds = data.FileDataset(
                 root=path,
                 fmt="folder",
                 source=path,
@@ -126,9 +133,23 @@ def _open(path: Path, image_size: int | None, limit: int | None) -> Any:
                 image_size=image_size,
                 strict=False,
             )
-            ds.check_sizes()
-            return ds
-    return open_dataset(path, image_size=image_size, limit=limit)
+            return ds, not _one_size(ds)
+    try:
+        return data.open_dataset(path, image_size=image_size, limit=limit), False
+    except DataError as e:
+        if image_size is not None or not str(e).startswith("images differ in size"):
+            raise
+    opener = data._open_csv if path.suffix.lower() == ".csv" else data._open_folder
+    return opener(path, limit, False, None), True
+
+
+def _one_size(ds: Any) -> bool:
+    """Whether every image of a file data set has one size (``check_sizes`` passes)."""
+    try:
+        ds.check_sizes()
+    except DataError:
+        return False
+    return True
 
 
 def _batches(dataset: Any, batch_size: int, workers: int | None) -> Iterator[Any]:
@@ -162,12 +183,18 @@ def profile_tables(
     workers: int | None = None,
     min_tissue_pixels: int = 1000,
     shifts: Sequence[str] = tuple(EQUIVALENT_SHIFTS),
+    one_per_batch: Collection[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, int]]:
-    """Compute stage: ``(profiles, reference sweep values or None, skipped counts)``."""
+    """Compute stage: ``(profiles, reference sweep values or None, skipped counts)``.
+
+    Data sets named in ``one_per_batch`` (images of different sizes) are streamed one image per
+    batch.
+    """
     frames, sweeps, skipped = [], [], {}
     for name, ds in datasets.items():
         skipped[name] = 0
-        for batch in _batches(ds, batch_size, workers):
+        size = 1 if name in one_per_batch else batch_size
+        for batch in _batches(ds, size, workers):
             skipped[name] += len(batch.skipped)
             if batch.images.shape[0] == 0:
                 continue
@@ -246,7 +273,8 @@ def profile(
             give every other set's equivalent shift (an approximation: see
             :mod:`shiftbench.profiling.equivalent`).
         image_size: resize every image to ``N×N`` first (as ``run`` does); default: each image at
-            its own size (images of one data set must then share one size).
+            its own size (a data set whose images differ in size is streamed one image at a
+            time).
         limit: profile only the first ``limit`` images of each data set.
         batch_size: images decoded per batch.
         workers: decoding processes (0: in this process; default: as ``run``).
@@ -289,7 +317,9 @@ def profile(
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"--out {out_dir} is a file; give a folder")
-    datasets = {name: _open(path, image_size, limit) for name, path in specs.items()}
+    opened = {name: _open(path, image_size, limit) for name, path in specs.items()}
+    datasets = {name: ds for name, (ds, _) in opened.items()}
+    mixed = {name for name, (_, differ) in opened.items() if differ}
 
     profiles, sweep_values, skipped = profile_tables(
         datasets,
@@ -298,6 +328,7 @@ def profile(
         workers=workers,
         min_tissue_pixels=min_tissue_pixels,
         shifts=shifts,
+        one_per_batch=mixed,
     )
     summary = summarize(profiles)
     table = curves = None
