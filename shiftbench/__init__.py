@@ -31,6 +31,9 @@ _EXPORTS = {
     "plot": "shiftbench.report",
     "roc": "shiftbench.report",
     "figures": "shiftbench.report",
+    "profile": "shiftbench.profiling",
+    "StainNormalizer": "shiftbench.normalize",
+    "macenko_normalize": "shiftbench.normalize",
 }
 
 __all__ = ["__version__", *_EXPORTS]

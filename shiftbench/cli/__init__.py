@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "shiftbench.cli.train_cmd",  # train, make-cutout-set, demo
     "shiftbench.cli.report_cmd",  # leaderboard, plot, roc, figures
     "shiftbench.cli.migrate_cmd",  # migrate
+    "shiftbench.cli.profile_cmd",  # profile
 )
 
 EXIT_USER_ERROR = 2

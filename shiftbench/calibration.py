@@ -1,0 +1,191 @@
+"""Calibration metrics of predicted class probabilities: ECE, Brier score, negative log-likelihood.
+
+All three are *lower is better* (:data:`DIRECTION`). Each has a point version ``f(labels,
+probs)`` and a weighted version ``weighted_f(w, labels, probs)`` with the calling convention of
+:mod:`shiftbench.metrics`: ``w`` is an ``[m, n]`` matrix of non-negative sample weights (e.g. the
+bootstrap resample counts of :func:`shiftbench.metrics.bootstrap_weight_blocks`) and the result
+is one value per row ``[m]``, equal to the metric of the data set in which sample ``i`` occurs
+``w_bi`` times. With ``w`` a single row of ones the weighted version is the point version.
+
+Definitions (``n`` samples, ``C`` classes, ``p_ic`` the probability of class ``c`` for sample
+``i``, ``y_i`` its true class):
+
+* **ECE** (expected calibration error, top-label, Guo et al. 2017): confidence
+  ``conf_i = max_c p_ic``, prediction ``ŷ_i = argmax_c p_ic``; ``K`` (default 15) equal-width bins
+  ``((k−1)/K, k/K]`` on the confidence (the first bin also holds 0);
+  ``ECE = Σ_k |Σ_{i∈k} ([ŷ_i = y_i] − conf_i)| / n``, i.e. ``Σ_k (n_k / n)·|acc_k − conf_k|``.
+* **Brier score** (Brier 1950, multi-class form): ``(1/n) Σ_i Σ_c (p_ic − [y_i = c])²``, in
+  ``[0, 2]``. For two classes this is twice the usual binary Brier score ``(1/n) Σ_i (p_i1 −
+  y_i)²`` (scikit-learn's ``brier_score_loss`` with ``scale_by_half=False`` gives this form).
+* **NLL** (log loss): ``−(1/n) Σ_i ln p_{i,y_i}``, probabilities clipped to ``[ε, 1]`` with ``ε``
+  the float64 machine epsilon (as scikit-learn's ``log_loss``) so a confident mistake costs
+  ``−ln ε ≈ 36`` instead of infinity.
+
+Probabilities are used as given (rows are expected to sum to 1, e.g. a softmax).
+
+References:
+    C. Guo et al., "On calibration of modern neural networks", ICML 2017.
+    G. W. Brier, "Verification of forecasts expressed in terms of probability", Monthly
+    Weather Review 78 (1950) 1–3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+__all__ = [
+    "CALIBRATION_METRICS",
+    "DIRECTION",
+    "N_BINS",
+    "brier",
+    "calibration_metrics",
+    "ece",
+    "nll",
+    "weighted_brier",
+    "weighted_ece",
+    "weighted_nll",
+]
+
+#: Number of equal-width confidence bins of :func:`ece`.
+N_BINS = 15
+
+#: Direction of every metric: all calibration errors are better when lower.
+DIRECTION = {"ece": "lower", "brier": "lower", "nll": "lower"}
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels).astype(np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] < 2 or probs.shape[0] != labels.shape[0]:
+        raise ValueError(f"probs must be [n, C>=2] matching labels [n]; got {probs.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise ValueError(f"labels must be class indices in 0..{probs.shape[1] - 1}")
+    return labels, probs
+
+
+def _weighted_mean(w: np.ndarray, per_sample: np.ndarray) -> np.ndarray:
+    w = np.asarray(w, dtype=np.float64)
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (w @ per_sample) / np.where(total > 0, total, 1.0), np.nan)
+
+
+def _bin_gaps(labels: np.ndarray, probs: np.ndarray, n_bins: int) -> np.ndarray:
+    """``[n, K]``: ``[ŷ_i = y_i] − conf_i`` in the column of sample ``i``'s bin, 0 elsewhere."""
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    # bin k (0-based) holds conf in (k/K, (k+1)/K]; conf = 0 goes to bin 0
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    gaps = np.zeros((labels.size, n_bins))
+    gaps[np.arange(labels.size), bins] = correct - conf
+    return gaps
+
+
+def weighted_ece(
+    w: np.ndarray, labels: np.ndarray, probs: np.ndarray, n_bins: int = N_BINS
+) -> np.ndarray:
+    """Top-label ECE under each row of sample weights ``w [m, n]`` → ``[m]`` (NaN if Σw = 0).
+
+    ``ECE_b = Σ_k |Σ_i w_bi·[i ∈ k]·([ŷ_i = y_i] − conf_i)| / Σ_i w_bi``.
+    """
+    labels, probs = _check(labels, probs)
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise ValueError(f"n_bins must be a whole number >= 1; got {n_bins}")
+    w = np.asarray(w, dtype=np.float64)
+    per_bin = w @ _bin_gaps(labels, probs, int(n_bins))  # [m, K]
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(
+            total > 0, np.abs(per_bin).sum(axis=1) / np.where(total > 0, total, 1.0), np.nan
+        )
+
+
+def weighted_brier(w: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Multi-class Brier score ``Σ_i w_bi Σ_c (p_ic − [y_i = c])² / Σ_i w_bi`` → ``[m]``."""
+    labels, probs = _check(labels, probs)
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(labels.size), labels] = 1.0
+    return _weighted_mean(w, ((probs - onehot) ** 2).sum(axis=1))
+
+
+def weighted_nll(w: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Negative log-likelihood ``−Σ_i w_bi ln clip(p_{i,y_i}, ε, 1) / Σ_i w_bi`` → ``[m]``."""
+    labels, probs = _check(labels, probs)
+    p_true = np.clip(probs[np.arange(labels.size), labels], _EPS, 1.0)
+    return _weighted_mean(w, -np.log(p_true))
+
+
+def _point(weighted: Callable[..., np.ndarray]) -> Callable[..., float]:
+    def point(labels: np.ndarray, probs: np.ndarray, **kwargs: int) -> float:
+        n = np.asarray(labels).shape[0]
+        return float(weighted(np.ones((1, n)), labels, probs, **kwargs)[0])
+
+    return point
+
+
+def ece(labels: np.ndarray, probs: np.ndarray, n_bins: int = N_BINS) -> float:
+    """Top-label expected calibration error with ``n_bins`` equal-width bins (NaN if n = 0)."""
+    return _point(weighted_ece)(labels, probs, n_bins=n_bins)
+
+
+def brier(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Multi-class Brier score ``(1/n) Σ_i Σ_c (p_ic − [y_i = c])²`` (NaN if n = 0)."""
+    return _point(weighted_brier)(labels, probs)
+
+
+def nll(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Negative log-likelihood ``−(1/n) Σ_i ln clip(p_{i,y_i}, ε, 1)`` (NaN if n = 0)."""
+    return _point(weighted_nll)(labels, probs)
+
+
+#: ``name -> (point, weighted)``, ready to plug into :func:`shiftbench.metrics.cell_metrics`.
+CALIBRATION_METRICS: dict[str, tuple[Callable[..., float], Callable[..., np.ndarray]]] = {
+    "ece": (ece, weighted_ece),
+    "brier": (brier, weighted_brier),
+    "nll": (nll, weighted_nll),
+}
+
+
+def calibration_metrics(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, float]:
+    """ECE, Brier and NLL of one cell with percentile bootstrap CIs, as ``cell_metrics`` does.
+
+    Uses the same resamples as :func:`shiftbench.metrics.cell_metrics` for the same ``seed``
+    (:func:`shiftbench.metrics.bootstrap_weight_blocks`), so the result can be merged into its
+    output: ``{m, m_ci_low, m_ci_high}`` for ``m`` in ``ece, brier, nll`` (CIs NaN if
+    ``n_boot = 0`` or ``n = 0``).
+    """
+    from shiftbench.metrics import bootstrap_weight_blocks
+
+    labels, probs = _check(labels, probs)
+    n = labels.size
+    out: dict[str, float] = {}
+    boots: dict[str, list[np.ndarray]] = {k: [] for k in CALIBRATION_METRICS}
+    if n and n_boot > 0:
+        block = max(1, 4_000_000 // n)
+        with threadpool_limits(1, user_api="blas"):
+            for w in bootstrap_weight_blocks(n, n_boot, seed, block):
+                for k, (_, weighted) in CALIBRATION_METRICS.items():
+                    boots[k].append(weighted(w, labels, probs))
+    alpha = (1.0 - ci) / 2.0
+    for k, (point, _) in CALIBRATION_METRICS.items():
+        out[k] = point(labels, probs) if n else float("nan")
+        values = np.concatenate(boots[k]) if boots[k] else np.array([])
+        values = values[np.isfinite(values)]
+        if values.size:
+            lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
+            out[f"{k}_ci_low"], out[f"{k}_ci_high"] = float(lo), float(hi)
+        else:
+            out[f"{k}_ci_low"] = out[f"{k}_ci_high"] = float("nan")
+    return out
