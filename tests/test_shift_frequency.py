@@ -65,17 +65,21 @@ def np_filter(x: torch.Tensor, m: float, kind: str, edge: str) -> np.ndarray:
 
 
 def np_ring(x: torch.Tensor, m: float, f0: float, seed: int, ids: list[int]) -> np.ndarray:
-    """numpy ring (noise) with the phases drawn as documented: rand((H, W), float64) per sample."""
+    """numpy ring (noise) with the phases drawn as documented: rand(|R|, float64) per sample,
+    the j-th draw for the j-th ring bin in row-major fft order."""
     img = x.numpy().astype(np.float64)
     h, w = img.shape[-2:]
     r = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :])
     dist = np.abs(r - f0) - 0.5 / min(h, w)
     assert np.abs(dist).min() > 1e-9, "a bin on the ring's edge: pick another frequency"
+    ring = np.argwhere(dist < 0)  # row-major order
     out = []
     for i, sid in enumerate(ids):
         g = torch.Generator().manual_seed(derive_seed(seed, sid, "ring", None))
-        phase = 2 * np.pi * torch.rand((h, w), generator=g, dtype=torch.float64).numpy()
-        coeffs = np.where(dist < 0, np.exp(1j * phase), 0)
+        u = torch.rand(len(ring), generator=g, dtype=torch.float64).numpy()
+        coeffs = np.zeros((h, w), dtype=complex)
+        for (ky, kx), uj in zip(ring, u, strict=True):
+            coeffs[ky, kx] = np.exp(2j * np.pi * uj)
         p = np.fft.ifft2(coeffs).real
         p /= np.sqrt(np.mean(p**2))
         out.append(np.clip(np.round(img[i] + m * p[None]), 0, 255))

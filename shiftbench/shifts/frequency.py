@@ -37,10 +37,10 @@ frequency ``f₀`` (parameter ``frequency``, cycles/pixel)::
 
 Random draws come only from the sample's generator ``ctx.generator(i, None)`` (seeded by
 ``(seed, sample id, "ring")`` without the magnitude, so every magnitude of a sweep scales the
-same pattern: the sweep is nested). Draw order, for an ``H×W`` image: ``pattern="noise"`` draws
-``U = torch.rand((H, W), dtype=float64)`` and uses ``φ = 2π·U`` (all bins in ``fft`` index
-order, then masked to ``R``); ``pattern="grating"`` draws ``j = torch.randint(|R|, (1,))`` (the
-``j``-th ring bin in row-major ``fft`` order) then ``φ = 2π·torch.rand(1, dtype=float64)``.
+same pattern: the sweep is nested). Draw order, with the ring's bins listed in row-major ``fft``
+index order: ``pattern="noise"`` draws ``U = torch.rand(|R|, dtype=float64)`` and gives the
+``j``-th ring bin the phase ``φ_j = 2π·U_j``; ``pattern="grating"`` draws
+``j = torch.randint(|R|, (1,))`` (the bin) then ``φ = 2π·torch.rand(1, dtype=float64)``.
 "Random orientation" for the grating thus means one of the grid directions on the ring, so the
 cosine is exactly periodic on the tile and all its power sits in the bins ``±k*``.
 
@@ -308,20 +308,32 @@ def ring_pattern(coefficients: torch.Tensor) -> torch.Tensor:
 
 
 def _ring_coefficients(
-    mask: torch.Tensor, pattern: Pattern, generator: torch.Generator
+    mask: torch.Tensor, pattern: Pattern, generators: list[torch.Generator], device: Any
 ) -> torch.Tensor:
-    """One image's ``A`` (complex128, CPU) drawn as documented in the module docstring."""
+    """``A`` (complex64 ``[B, H, W]`` on ``device``) drawn as documented in the module docstring.
+
+    Draws happen on CPU in float64, one generator per image; only the ring's bins are drawn and
+    written (a few hundred of the ``H·W`` coefficients), so no full-grid trigonometry is needed.
+    """
     h, w = mask.shape
-    a = torch.zeros(h, w, dtype=torch.complex128)
+    b = len(generators)
+    bins = mask.flatten().nonzero().squeeze(1)  # ring bins in row-major fft order
     if pattern == "noise":
-        phase = 2.0 * math.pi * torch.rand((h, w), generator=generator, dtype=torch.float64)
-        a[mask] = torch.polar(torch.ones_like(phase[mask]), phase[mask])
-        return a
-    bins = mask.flatten().nonzero().squeeze(1)  # row-major fft order
-    j = int(torch.randint(len(bins), (1,), generator=generator))
-    phase = 2.0 * math.pi * torch.rand(1, generator=generator, dtype=torch.float64)
-    a.view(-1)[bins[j]] = torch.polar(torch.ones_like(phase), phase)[0]
-    return a
+        u = torch.empty(b, len(bins), dtype=torch.float64)
+        for i, g in enumerate(generators):
+            torch.rand(len(bins), generator=g, dtype=torch.float64, out=u[i])
+        index = bins.expand(b, -1)
+    else:
+        u = torch.empty(b, 1, dtype=torch.float64)
+        index = torch.empty(b, 1, dtype=torch.int64)
+        for i, g in enumerate(generators):
+            index[i, 0] = bins[int(torch.randint(len(bins), (1,), generator=g))]
+            torch.rand(1, generator=g, dtype=torch.float64, out=u[i])
+    phase = (2.0 * math.pi * u).to(torch.float32)
+    values = torch.polar(torch.ones_like(phase), phase)
+    a = torch.zeros(b, h * w, dtype=torch.complex64, device=device)
+    a.scatter_(1, index.to(device), values.to(device))
+    return a.view(b, h, w)
 
 
 @dataclass
@@ -373,12 +385,9 @@ class Ring(Shift):
     def prepare(self, images: torch.Tensor, ctx: SweepContext) -> _RingState:
         b, _, h, w = images.shape
         mask = ring_bins(h, w, self.frequency)
-        coeffs = torch.stack(
-            [_ring_coefficients(mask, self.pattern, ctx.generator(i, None)) for i in range(b)]
-        )
-        dev = images.device
+        generators = [ctx.generator(i, None) for i in range(b)]
         # complex64 on the device (float64 is not available everywhere, e.g. MPS).
-        pattern = ring_pattern(coeffs.to(torch.complex64).to(dev))
+        pattern = ring_pattern(_ring_coefficients(mask, self.pattern, generators, images.device))
         return _RingState(images.to(torch.float32), pattern[:, None], is_channels_last(images))
 
     def apply(self, state: _RingState, magnitude: float, ctx: SweepContext) -> torch.Tensor:
