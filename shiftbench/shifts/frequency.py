@@ -53,6 +53,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -144,8 +145,18 @@ def transfer(
     """
     _check_choice(kind, ("lowpass", "highpass"), "kind")
     _check_choice(edge, _EDGES, "edge")
-    r = radial_frequency(height, width, half=half, device=device)
-    cut = float(magnitude) * max_radius(height, width)
+    # Built in float64 on CPU (not every device has float64, e.g. MPS), then moved as float32.
+    return _transfer_cpu(height, width, float(magnitude), kind, edge, half).to(device, copy=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _transfer_cpu(height: int, width: int, magnitude: float, kind: str, edge: str, half: bool):
+    """Cached CPU transfer mask (a run calls ``sweep`` once per batch: build each mask once).
+
+    Callers must not modify the returned tensor (:func:`transfer` hands out copies).
+    """
+    r = radial_frequency(height, width, half=half)
+    cut = magnitude * max_radius(height, width)
     dc = r == 0
     if edge == "hard":
         keep = r <= cut + _TIE if kind == "lowpass" else (r >= cut - _TIE) | dc
@@ -192,7 +203,9 @@ def fourier_filter(
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
         raise UserInputError("fourier_filter expects a uint8 tensor [B, C, H, W]")
     h, w = images.shape[-2:]
-    mask = transfer(h, w, magnitude, kind, edge, device=images.device)
+    _check_choice(kind, ("lowpass", "highpass"), "kind")
+    _check_choice(edge, _EDGES, "edge")
+    mask = _transfer_cpu(h, w, float(magnitude), kind, edge, True).to(images.device)
     spectrum = torch.fft.rfft2(images.to(torch.float32))
     return _like(_filter_spectrum(spectrum, mask, (h, w)), images)
 
@@ -228,7 +241,8 @@ class _FourierFilter(Shift):
         mask = state.masks.get(magnitude)
         if mask is None:
             h, w = state.size
-            mask = transfer(h, w, magnitude, self.kind, self.edge, device=state.spectrum.device)
+            mask = _transfer_cpu(h, w, float(magnitude), self.kind, self.edge, True)
+            mask = mask.to(state.spectrum.device)
             state.masks[magnitude] = mask
         out = _filter_spectrum(state.spectrum, mask, state.size)
         return out.contiguous(memory_format=torch.channels_last) if state.channels_last else out
