@@ -69,6 +69,8 @@ COLUMNS = [
     "ratio",
     "goal",
     "met",
+    "shiftbench_img_mag_per_s",
+    "reference_img_mag_per_s",
 ]
 
 
@@ -330,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio": f"{ratio:.2f}",
                 "goal": "" if goal is None else f"{goal:g}",
                 "met": "" if goal is None else str(ratio >= goal),
+                # images × magnitudes of the sweep (identity included) per second
+                "shiftbench_img_mag_per_s": f"{ours_rate * len(mags):.1f}",
+                "reference_img_mag_per_s": f"{ref_rate * len(mags):.1f}",
             }
             rows.append(row)
             print(
@@ -369,7 +374,8 @@ Written {dt.datetime.now().isoformat(timespec="seconds")}. Each shift's full def
 `benchmarks/perf_shifts.py` for exactly what each reference does; a reference marked
 `[k images]` was timed on the first k of the tiles, its rate is still per image). Best of
 {args.repeats} timed repeats after one warm-up, shiftbench and reference alternating.
-`ratio` = shiftbench images/s ÷ reference images/s.
+`ratio` = shiftbench images/s ÷ reference images/s; `*_img_mag_per_s` = images/s × magnitudes of
+the sweep (identity included).
 
 Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}),
 torch threads {torch.get_num_threads()}, cv2 threads {cv2.getNumThreads()};

@@ -266,5 +266,9 @@ def test_bad_arguments():
         shiftbench.get_shift("ring", frequency=0.7)(tiny, 4)
     with pytest.raises(UserInputError, match="uint8"):
         fourier_filter(tiny.float(), 0.5, "lowpass")
+    with pytest.raises(UserInputError, match=r"highpass: magnitude must be in \[0, 1\]"):
+        fourier_filter(tiny, 1.2, "highpass")
+    with pytest.raises(UserInputError, match="kind must be one of lowpass, highpass"):
+        fourier_filter(tiny, 0.5, "bandpass")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="out of range"):
         shiftbench.get_shift("lowpass")(tiny, 1.5)

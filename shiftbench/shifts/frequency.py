@@ -179,7 +179,10 @@ def _like(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return out.contiguous(memory_format=torch.channels_last) if is_channels_last(ref) else out
 
 
-def _filter_spectrum(spectrum: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]):
+def _filter_spectrum(
+    spectrum: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """``clamp(round(irfft2(T · X)))`` as uint8: the inverse half of every filter."""
     return _to_uint8(torch.fft.irfft2(spectrum * mask, s=size))
 
 
@@ -205,6 +208,8 @@ def fourier_filter(
     h, w = images.shape[-2:]
     _check_choice(kind, ("lowpass", "highpass"), "kind")
     _check_choice(edge, _EDGES, "edge")
+    if not 0.0 <= float(magnitude) <= 1.0:
+        raise UserInputError(f"{kind}: magnitude must be in [0, 1]; got {magnitude!r}")
     mask = _transfer_cpu(h, w, float(magnitude), kind, edge, True).to(images.device)
     spectrum = torch.fft.rfft2(images.to(torch.float32))
     return _like(_filter_spectrum(spectrum, mask, (h, w)), images)
