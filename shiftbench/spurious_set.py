@@ -429,8 +429,10 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
 def publish(tmp: Path, out: Path) -> None:
     """Move a finished ``tmp`` folder to ``out`` (replacing it)."""
-    if out.exists():
+    if out.is_dir():
         shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
     os.replace(tmp, out)
 
 
