@@ -19,7 +19,7 @@ Filters (``Y = T(r)·X`` with a real transfer function ``T``, magnitude ``m``):
 inverse DFT is real. The code therefore uses the half spectrum (``rfft2`` / ``irfft2``), which is
 the same arithmetic as the full DFT's real part at half the cost. Per sweep, the batch is
 transformed once (:meth:`Shift.prepare`) and each magnitude costs one multiply by its cached
-transfer mask, one inverse transform and the rounding.
+transfer mask, one inverse transform and the rounding, one image at a time (see :func:`_chunks`).
 
 Identity: ``lowpass`` at ``m = 1`` and ``highpass`` at ``m = 0`` return the input unchanged (the
 base class short-circuits the identity). For ``edge="hard"`` that is also what the formula gives;
