@@ -29,6 +29,7 @@ _EXPORTS = {
     "plot": "shiftbench.report",
     "roc": "shiftbench.report",
     "figures": "shiftbench.report",
+    "spectrum": "shiftbench.spectrum",
 }
 
 __all__ = ["__version__", *_EXPORTS]

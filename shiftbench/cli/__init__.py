@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "shiftbench.cli.run_cmd",  # run
     "shiftbench.cli.train_cmd",  # train, make-cutout-set, demo
     "shiftbench.cli.report_cmd",  # leaderboard, plot, roc, figures
+    "shiftbench.cli.spectrum_cmd",  # spectrum
 )
 
 EXIT_USER_ERROR = 2
