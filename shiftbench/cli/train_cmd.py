@@ -75,6 +75,14 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Keep existing checkpoints."),
     limit: int | None = typer.Option(None, "--limit", help="Read at most N images (quick checks)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    head: str = typer.Option(
+        "softmax",
+        "--head",
+        help="softmax (one logit per class) or binary-logit (2 classes: one logit, BCE, SD γ on it).",
+    ),
+    save_every: int | None = typer.Option(
+        None, "--save-every", help="Also keep a checkpoint every K epochs (meta 'epoch')."
+    ),
 ) -> None:
     """Train checkpoints with spectral decoupling (sd) or weight decay (wd), one per seed."""
     from shiftbench.training import train as train_api
@@ -107,6 +115,8 @@ def train(
         if_exists="overwrite" if overwrite else ("skip" if resume else "error"),
         progress=not no_progress,
         limit=limit,
+        head=head,  # type: ignore[arg-type]
+        save_every=save_every,
     )
     for r in results:
         acc = r.meta.get("val_accuracy")
