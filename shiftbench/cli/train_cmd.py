@@ -172,7 +172,9 @@ def demo(
     ),
     quick: bool = typer.Option(False, "--quick", help="~1 minute smoke version (CI)."),
     scenario: str = typer.Option(
-        "shifts", "--scenario", help="shifts (SD vs WD under 4 shifts) or cutout (Table 2)."
+        "shifts",
+        "--scenario",
+        help="shifts (SD vs WD under 4 shifts), cutout (Table 2) or frequency (ring shortcut).",
     ),
     seeds: int | None = typer.Option(
         None, "--seeds", help="Seeds per method (default 3; quick: 2)."
@@ -186,6 +188,9 @@ def demo(
     ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an --out that holds a different demo."
+    ),
+    head: str = typer.Option(
+        "softmax", "--head", help="softmax or binary-logit (one logit, BCE, SD γ on it)."
     ),
 ) -> None:
     """Train SD and WD models on the bundled oral tiles and benchmark them end to end."""
@@ -201,4 +206,5 @@ def demo(
         overwrite=overwrite,
         echo=typer.echo,
         threads=threads,
+        head=head,
     )
