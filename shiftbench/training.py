@@ -570,6 +570,7 @@ def train(
     training_data: TrainingData | None = None,
     head: Literal["softmax", "binary-logit"] = "softmax",
     save_every: int | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> list[TrainResult]:
     """Train one checkpoint per seed with spectral decoupling or weight decay.
 
@@ -610,6 +611,8 @@ def train(
         save_every: also keep a checkpoint every this many epochs,
             ``<name>_seed<S>_epoch<E>.pt`` with meta ``epoch`` = E (for learning-priority heat
             maps over training, :func:`shiftbench.spectrum`).
+        extra_meta: more labels for every checkpoint's meta (e.g. ``{"degradation": 0.5}``);
+            they become table columns. May not replace a recipe key.
 
     Returns:
         One :class:`TrainResult` per seed, in seed order.
@@ -687,7 +690,7 @@ def train(
                     )
         for s in todo:
             results[s] = _train_seed(
-                td, recipe_args, grid, s, dev, out, prefix, progress, save_every
+                td, recipe_args, grid, s, dev, out, prefix, progress, save_every, extra_meta
             )
     return [results[s] for s in seed_list]
 
@@ -823,6 +826,7 @@ def _train_seed(
     prefix: str,
     progress: bool,
     save_every: int | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     from shiftbench.checkpoint import save_checkpoint
 
@@ -831,7 +835,11 @@ def _train_seed(
 
     def save(path: Path, model: Any, recipe: _Recipe, val: dict, mean: tuple, std: tuple,
              extra: dict[str, Any]) -> Path:  # fmt: skip
-        meta = {**_recipe_meta(recipe, seed, td, val, t_start), **extra}
+        meta = _recipe_meta(recipe, seed, td, val, t_start)
+        clash = sorted(set(meta) & set(extra_meta or {}))
+        if clash:
+            raise UserInputError(f"extra_meta may not replace recipe keys: {', '.join(clash)}")
+        meta = {**meta, **(extra_meta or {}), **extra}
         return save_checkpoint(
             path, model, arch=recipe.arch, num_classes=len(td.class_names),
             input_size=td.input_size, mean=mean, std=std, meta=meta,
