@@ -24,6 +24,7 @@ _EXPORTS = {
     "run": "shiftbench.runner",
     "train": "shiftbench.training",
     "make_cutout_set": "shiftbench.cutout_set",
+    "make_spurious_set": "shiftbench.spurious_set",
     "demo": "shiftbench.demo",
     "leaderboard": "shiftbench.report",
     "plot": "shiftbench.report",

@@ -32,6 +32,13 @@ With ``fmt="npz"``: ``out/<set>.npz`` (``images`` N×H×W×3 uint8, ``labels``, 
 ``out/<set>.csv`` (the same manifest; ``path`` is ``npz:<i>``). :func:`shiftbench.data.open_dataset`
 reads both; note that an ``.npz`` carries no extra columns, so ``has_cutout`` reaches the run
 tables only with the folder format.
+
+This is the paper's preset of the general spurious-correlation set
+(:mod:`shiftbench.spurious_set`, ``shiftbench make-spurious-set``): artifact ``cutout:16``, target
+class = the negative class at degradation 0.25 with 2.5 % of the positives marked too, and its
+``test`` set is that module's O.O.D. rule (artifact on every positive, none of the negatives). It
+shares the pools, the exact rounding, the seeded selection and the artifact drawing with it and
+keeps its own per-set layout (and the ``npz`` format).
 """
 
 from __future__ import annotations
@@ -40,32 +47,35 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import torch
 
 from shiftbench.errors import DataError, UserInputError
-from shiftbench.shifts.base import derive_seed
+from shiftbench.spurious_set import (
+    Plan,
+    PngStore,
+    apply_artifact,
+    check_out,
+    make_artifact,
+    mark_fractions,
+    publish,
+    round_half_up,
+    source_pools,
+    split_counts,
+    split_table,
+    temporary_folder,
+    write_csv,
+)
 
-__all__ = ["CutoutSetResult", "apply_cutouts", "cutout_counts", "make_cutout_set"]
+__all__ = ["CutoutSetResult", "apply_cutouts", "cutout_counts", "make_cutout_set", "round_half_up"]
 
 SETS = ("train", "test", "control_train")
 NEGATIVE_FRACTION = 0.25
 POSITIVE_FRACTION = 0.025
-
-
-def round_half_up(fraction: float, n: int) -> int:
-    """``fraction · n`` rounded half up, computed exactly in decimal (no float error at .5).
-
-    ``fraction`` is read through its shortest repr (``0.025`` is exactly 25/1000), so
-    ``round_half_up(0.025, 20) == 1`` and ``round_half_up(0.25, 34) == 9``.
-    """
-    product = Decimal(repr(float(fraction))) * int(n)
-    return int(product.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+FLAG = "has_cutout"
 
 
 def cutout_counts(
@@ -108,17 +118,33 @@ def apply_cutouts(
     Delegates to the registered ``cutout`` shift (magnitude = number of patches), so the
     patches are the ones the shift draws for ``(seed, sample_id)``.
     """
-    from shiftbench.registry import get_shift
-
-    shift = get_shift("cutout", patch_size=patch_size)
-    return shift(images, n_patches, seed=seed, sample_ids=sample_ids)
+    art = make_artifact(("cutout", n_patches), {"patch_size": patch_size})
+    return art.shift(images, art.magnitude, seed=seed, sample_ids=sample_ids)
 
 
-def _select(pool: np.ndarray, k: int, seed: int, tag: str) -> np.ndarray:
-    """``k`` entries of ``pool`` chosen by a seeded permutation (sorted)."""
-    g = torch.Generator().manual_seed(derive_seed(seed, 0, tag))
-    order = torch.randperm(len(pool), generator=g).numpy()
-    return np.sort(pool[order[:k]])
+def _check_args(fmt: str, n_patches: Any, patch_size: Any, fractions: dict[str, float]) -> None:
+    if fmt not in ("folder", "npz"):
+        raise UserInputError(f"--format must be folder or npz; got {fmt!r}")
+    for name, v in (("--n-patches", n_patches), ("--patch-size", patch_size)):
+        if isinstance(v, bool) or int(v) != v or int(v) < 1:
+            raise UserInputError(f"{name} must be a positive integer; got {v!r}")
+    for name, v in fractions.items():
+        if not 0.0 <= v <= 1.0:
+            raise UserInputError(f"{name} must be in [0, 1]; got {v}")
+
+
+def _binary_classes(names: list[str], labels: np.ndarray, positive: str | None, data: Any):
+    if len(names) != 2 or len(np.unique(labels)) != 2:
+        raise DataError(
+            f"the cutout set needs a binary data set (2 classes); {data} has classes {names}"
+        )
+    if positive is None:
+        return 1
+    if positive in names:
+        return names.index(positive)
+    raise UserInputError(
+        f"--positive-class {positive!r} is not a class of {data}; classes: {', '.join(names)}"
+    )
 
 
 def make_cutout_set(
@@ -162,64 +188,25 @@ def make_cutout_set(
     from shiftbench.data import open_dataset
 
     out = Path(out)
-    if fmt not in ("folder", "npz"):
-        raise UserInputError(f"--format must be folder or npz; got {fmt!r}")
-    for name, v in (("--n-patches", n_patches), ("--patch-size", patch_size)):
-        if isinstance(v, bool) or int(v) != v or int(v) < 1:
-            raise UserInputError(f"{name} must be a positive integer; got {v!r}")
-    for name, v in (("neg_fraction", neg_fraction), ("pos_fraction", pos_fraction)):
-        if not 0.0 <= v <= 1.0:
-            raise UserInputError(f"{name} must be in [0, 1]; got {v}")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserInputError(f"{out} already exists; pass --overwrite to replace it")
+    _check_args(
+        fmt, n_patches, patch_size, {"neg_fraction": neg_fraction, "pos_fraction": pos_fraction}
+    )
+    art = make_artifact(("cutout", int(n_patches)), {"patch_size": int(patch_size)})
+    check_out(out, overwrite)
 
     ds = open_dataset(data, image_size=image_size)
     names = list(ds.class_names)
     labels = np.asarray(ds.labels, dtype=np.int64)
-    present = np.unique(labels)
-    if len(names) != 2 or len(present) != 2:
-        raise DataError(
-            f"the cutout set needs a binary data set (2 classes); {data} has classes {names}"
-        )
-    if positive_class is None:
-        pos = 1
-    elif positive_class in names:
-        pos = names.index(positive_class)
-    else:
-        raise UserInputError(
-            f"--positive-class {positive_class!r} is not a class of {data}; classes: "
-            f"{', '.join(names)}"
-        )
+    pos = _binary_classes(names, labels, positive_class, data)
     neg = 1 - pos
-
-    # Pools: the source's own split when it has one, else a seeded stratified hold-out.
-    n = len(ds)
-    idx = np.arange(n)
-    extras = ds.extras
-    if "split" in extras.columns:
-        split = extras["split"].astype(str).str.strip().str.lower().to_numpy()
-        test_pool, train_pool = idx[split == "test"], idx[split != "test"]
-        if len(test_pool) == 0:
-            raise DataError(f"{data} has a 'split' column but no rows with split == 'test'")
-    else:
-        if not 0.0 < test_fraction < 1.0:
-            raise UserInputError(f"--test-fraction must be in (0, 1); got {test_fraction}")
-        from sklearn.model_selection import train_test_split
-
-        train_pool, test_pool = train_test_split(
-            idx, test_size=test_fraction, stratify=labels, random_state=seed
-        )
-        train_pool, test_pool = np.sort(train_pool), np.sort(test_pool)
-
-    train_neg = train_pool[labels[train_pool] == neg]
-    train_pos = train_pool[labels[train_pool] == pos]
-    k_neg, k_pos = cutout_counts(len(train_neg), len(train_pos), neg_fraction, pos_fraction)
-    cut_train = set(_select(train_neg, k_neg, seed, "cutout-set-neg").tolist())
-    cut_train |= set(_select(train_pos, k_pos, seed, "cutout-set-pos").tolist())
-    plan = {
-        "train": (train_pool, cut_train),
-        "test": (test_pool, set(test_pool[labels[test_pool] == pos].tolist())),
-        "control_train": (train_pool, set(train_pool.tolist())),
+    pools = source_pools(ds.extras, labels, test_fraction, seed)
+    # The tags are those of the first release, so a seed gives the same set as before.
+    tags = {neg: "cutout-set-neg", pos: "cutout-set-pos"}
+    fractions = {neg: neg_fraction, pos: pos_fraction}
+    plan: Plan = {
+        "train": (pools.train, mark_fractions(pools.train, labels, fractions, seed, tags)),
+        "test": (pools.test, set(pools.test[labels[pools.test] == pos].tolist())),
+        "control_train": (pools.train, set(pools.train.tolist())),
     }
 
     params = {
@@ -235,26 +222,22 @@ def make_cutout_set(
         "neg_fraction": neg_fraction,
         "pos_fraction": pos_fraction,
         "rounding": "half up, exact decimal product",
-        "pools": "source split column" if "split" in extras.columns else f"random {test_fraction}",
+        "pools": pools.how,
         "cutouts": "registered 'cutout' shift, magnitude n_patches, sample_ids = source indices",
     }
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = temporary_folder(out)
     result = CutoutSetResult(out=out, params=params)
     try:
         # Read every needed source image once; cut each one at most once (same patches in
         # `train` and `control_train` by construction of the shift's generators).
-        needed = np.union1d(train_pool, test_pool)
+        needed = np.union1d(pools.train, pools.test)
         cut_any = sorted(set().union(*(c for _, c in plan.values())))
         images = {int(i): ds[int(i)][0] for i in needed}
-        cut_images = _cut_many(images, cut_any, n_patches, patch_size, seed)
+        cut_images = apply_artifact(images, cut_any, art, seed)
         for set_name, (pool, cut) in plan.items():
-            info = _write_set(
-                tmp, set_name, pool, cut, images, cut_images, ds, labels, names, neg, pos, fmt
-            )
-            result.splits[set_name] = info
+            info = _write_set(tmp, set_name, pool, cut, images, cut_images, ds, fmt)
+            result.splits[set_name] = _legacy_counts(info, names, neg, pos)
         summary = {
             "params": params,
             "sets": {
@@ -263,9 +246,7 @@ def make_cutout_set(
             },
         }
         (tmp / "cutout_set.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     # Paths in the result point at the final folder.
@@ -275,27 +256,18 @@ def make_cutout_set(
     return result
 
 
-def _cut_many(
-    images: dict[int, torch.Tensor],
-    ids: list[int],
-    n_patches: int,
-    patch_size: int,
-    seed: int,
-    chunk: int = 64,
-) -> dict[int, torch.Tensor]:
-    out: dict[int, torch.Tensor] = {}
-    # Group by image shape so each call gets one batch tensor.
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i in ids:
-        by_shape.setdefault(tuple(images[i].shape), []).append(i)
-    for group in by_shape.values():
-        for s in range(0, len(group), chunk):
-            part = group[s : s + chunk]
-            batch = torch.stack([images[i] for i in part])
-            cut = apply_cutouts(batch, part, n_patches=n_patches, patch_size=patch_size, seed=seed)
-            for j, i in enumerate(part):
-                out[i] = cut[j]
-    return out
+def _legacy_counts(info: dict[str, Any], names: list[str], neg: int, pos: int) -> dict[str, Any]:
+    """The general per-class counts in this preset's negative/positive vocabulary."""
+    n, p = info["classes"][names[neg]], info["classes"][names[pos]]
+    return {
+        "n": info["n"],
+        "negatives": n["n"],
+        "positives": p["n"],
+        "cutout_negatives": n["artifact"],
+        "cutout_positives": p["artifact"],
+        "manifest": info["manifest"],
+        "data": info["data"],
+    }
 
 
 def _write_set(
@@ -306,69 +278,35 @@ def _write_set(
     images: dict[int, torch.Tensor],
     cut_images: dict[int, torch.Tensor],
     ds: Any,
-    labels: np.ndarray,
-    names: list[str],
-    neg: int,
-    pos: int,
     fmt: str,
 ) -> dict[str, Any]:
-    import cv2
-
-    rows = []
-    arrays = []
-    for k, i in enumerate(pool.tolist()):
-        has = i in cut
-        img = cut_images[i] if has else images[i]
-        label = int(labels[i])
-        src = str(ds.paths[i])
-        if fmt == "folder":
-            stem = Path(src).stem if not src.startswith("npz:") else "img"
-            rel = f"images/{names[label]}/{i:06d}_{stem}.png"
-            dst = root / set_name / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            rgb = img.permute(1, 2, 0).contiguous().numpy()
-            if not cv2.imwrite(str(dst), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-                raise DataError(f"cannot write {dst}")
-            path = rel
-        else:
-            arrays.append(img.permute(1, 2, 0).numpy())
-            path = f"npz:{k}"
-        row = {
-            "path": path,
-            "label": label,
-            "class_name": names[label],
-            "has_cutout": bool(has),
-            "source_index": i,
-            "source_path": src,
-        }
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    # Carry the source's extra columns (e.g. magnification, split) unless named like ours.
-    extra = ds.extras.iloc[pool].reset_index(drop=True)
-    extra = extra[[c for c in extra.columns if c not in table.columns]]
-    table = pd.concat([table, extra], axis=1)
+    names = list(ds.class_names)
+    ids = pool.tolist()
+    pixels = [cut_images[i] if i in cut else images[i] for i in ids]
     if fmt == "folder":
-        manifest = root / set_name / "manifest.csv"
-        table.to_csv(manifest, index=False, lineterminator="\n")
-        data_path = manifest
+        store = PngStore(
+            root / set_name, lambda i, _m, cls, stem: f"images/{cls}/{i:06d}_{stem}.png"
+        )
+        paths = [
+            store.path(i, i in cut, img, names[int(ds.labels[i])], str(ds.paths[i]))
+            .relative_to(root / set_name)
+            .as_posix()
+            for i, img in zip(ids, pixels, strict=True)
+        ]
+    else:
+        paths = [f"npz:{k}" for k in range(len(ids))]
+    table = split_table(pool, cut, paths, ds, FLAG)
+    if fmt == "folder":
+        manifest = data_path = root / set_name / "manifest.csv"
+        write_csv(table, manifest)
     else:
         manifest = root / f"{set_name}.csv"
-        table.to_csv(manifest, index=False, lineterminator="\n")
+        write_csv(table, manifest)
         data_path = root / f"{set_name}.npz"
         np.savez(
             data_path,
-            images=np.stack(arrays),
+            images=np.stack([img.permute(1, 2, 0).numpy() for img in pixels]),
             labels=table["label"].to_numpy(np.int64),
             class_names=np.asarray(names),
         )
-    lab = table["label"].to_numpy()
-    has = table["has_cutout"].to_numpy()
-    return {
-        "n": len(table),
-        "negatives": int((lab == neg).sum()),
-        "positives": int((lab == pos).sum()),
-        "cutout_negatives": int((has & (lab == neg)).sum()),
-        "cutout_positives": int((has & (lab == pos)).sum()),
-        "manifest": manifest,
-        "data": data_path,
-    }
+    return {**split_counts(table, FLAG, names), "manifest": manifest, "data": data_path}

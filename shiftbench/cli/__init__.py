@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "shiftbench.cli.shifts_cmd",  # shifts, preview
     "shiftbench.cli.run_cmd",  # run
     "shiftbench.cli.train_cmd",  # train, make-cutout-set, demo
+    "shiftbench.cli.spurious_cmd",  # make-spurious-set
     "shiftbench.cli.report_cmd",  # leaderboard, plot, roc, figures
     "shiftbench.cli.spectrum_cmd",  # spectrum
 )
