@@ -61,11 +61,15 @@ def write_auroc_vs_degradation(metrics: pd.DataFrame, stem: Path) -> dict[str, P
             )  # fmt: skip
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("degradation (share of target-class training images with the ring)")
+        ax.set_xlabel("degradation d")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("AUROC (mean ± 1 SD over seeds)")
     axes[0].set_ylim(0.0, 1.02)
     axes[1].legend(fontsize=8)
+    fig.suptitle(
+        "AUROC vs degradation d (share of target-class training images with the ring)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return _write(fig, table, stem)
 

@@ -94,7 +94,7 @@ def draw_heatmap(heat: pd.DataFrame, by: str, hue: str, amplitude: bool = False)
     from matplotlib.figure import Figure
 
     groups = list(dict.fromkeys(heat[hue]))
-    fig = Figure(figsize=(4.2 * len(groups) + 1.0, 3.6))
+    fig = Figure(figsize=(4.2 * len(groups) + 1.0, 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)[0])
     image = None
     for ax, name in zip(axes, groups, strict=True):
@@ -103,6 +103,7 @@ def draw_heatmap(heat: pd.DataFrame, by: str, hue: str, amplitude: bool = False)
         freqs = np.sort(g["frequency"].unique())
         mat = g.pivot_table(index=by, columns="frequency", values="priority_mean", sort=False)
         mat = mat.reindex(index=rows, columns=freqs)
+        half = (freqs[1] - freqs[0]) / 2 if len(freqs) > 1 else 0.5
         image = ax.imshow(
             mat.to_numpy(dtype=float),
             aspect="auto",
@@ -110,7 +111,7 @@ def draw_heatmap(heat: pd.DataFrame, by: str, hue: str, amplitude: bool = False)
             vmin=0.0,
             vmax=1.0,
             cmap="viridis",
-            extent=(freqs[0], freqs[-1], -0.5, len(rows) - 0.5),
+            extent=(freqs[0] - half, freqs[-1] + half, -0.5, len(rows) - 0.5),
             interpolation="nearest",
         )
         ax.set_yticks(
