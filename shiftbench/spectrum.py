@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,15 +210,16 @@ class ProfileStats:
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_artifact(text: str) -> tuple[Any, float]:
-    """``"ring:8"`` → (the registered ``ring`` shift, 8.0); magnitude checked by the shift."""
-    from shiftbench.registry import get_shift
+def parse_artifact(text: str, params: Mapping[str, Any] | None = None) -> tuple[Any, float]:
+    """``"ring:8"`` (+ ``{"frequency": 0.1}``) → (the ``ring`` shift instance, 8.0).
 
-    name, sep, mag = str(text).partition(":")
-    if not sep or not name.strip() or not mag.strip():
-        raise UserInputError(f"--artifact must be SHIFT:MAGNITUDE, e.g. ring:8; got {text!r}")
-    shift = get_shift(name.strip())
-    return shift, shift.check_magnitude(mag.strip())
+    Validated as in ``make-spurious-set`` (:func:`shiftbench.spurious_set.make_artifact`): a
+    known shift and parameters, a magnitude in range that is not the identity.
+    """
+    from shiftbench.spurious_set import make_artifact
+
+    art = make_artifact(text, params)
+    return art.shift, art.magnitude
 
 
 def _label_map(dataset: Any, ckpt: Any) -> np.ndarray:
@@ -329,6 +330,7 @@ def spectrum(
     limit: int | None = None,
     amplitude: bool = False,
     artifact: str | tuple[Any, float] | None = None,
+    artifact_params: Mapping[str, Any] | None = None,
     heatmap_by: str | None = None,
     hue: str = "method",
     device: str | torch.device = "auto",
@@ -348,6 +350,7 @@ def spectrum(
         amplitude: |FFT| instead of |FFT|² (FreqBias's choice).
         artifact: ``"SHIFT:MAG"`` or ``(shift, magnitude)``: also the normalised radial power of
             (shifted − clean) model inputs, drawn over the priority curves.
+        artifact_params: parameters of the artifact's shift (e.g. ``{"frequency": 0.1}``).
         heatmap_by: a meta column (e.g. ``epoch``, ``degradation``): also a heat map with one row
             per value of that column (mean over the checkpoints sharing it), one column per
             frequency; one panel per ``hue`` value.
@@ -370,7 +373,9 @@ def spectrum(
         raise UserInputError("no checkpoint given; pass --ckpt FILE")
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise UserInputError(f"--batch-size must be a positive integer; got {batch_size!r}")
-    art = parse_artifact(artifact) if isinstance(artifact, str) else artifact
+    if artifact_params and not isinstance(artifact, str):
+        raise UserInputError("artifact_params need artifact given as 'SHIFT:MAG'")
+    art = parse_artifact(artifact, artifact_params) if isinstance(artifact, str) else artifact
     dev = resolve_device(device)
     dataset = open_dataset(data, limit=limit)
     frames = []

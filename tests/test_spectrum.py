@@ -227,6 +227,9 @@ def _one_error_line(code: int, err: str) -> str:
     ("extra", "needle"),
     [
         (["--artifact", "ring"], "SHIFT:MAGNITUDE"),
+        (["--artifact", "ring:8", "--param", "nosuch=1"], "no parameter"),
+        (["--param", "frequency=0.1"], "give --artifact"),
+        (["--artifact", "ring:0"], "identity"),
         (["--artifact", "nosuch:1"], "unknown shift"),
         (["--artifact", "blur:-3"], "out of range"),
         (["--heatmap-by", "nosuch"], "not a meta key"),
@@ -244,3 +247,16 @@ def test_cli_missing_checkpoint(cli, env, tmp_path):
     _root, data, _a, _b = env
     code, _, err = cli("spectrum", "--ckpt", tmp_path / "x.pt", "--data", data, "--out", tmp_path)
     assert "not found" in _one_error_line(code, err)
+
+
+def test_cli_ring_artifact_with_param_peaks_at_its_frequency(cli, env, tmp_path):
+    _root, data, a, _b = env
+    out = tmp_path / "ring"
+    code, _, err = cli(
+        "spectrum", "--ckpt", a, "--data", data, "--out", out, "--limit", "3",
+        "--artifact", "ring:8", "--param", "frequency=0.125", "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    table = pd.read_csv(out / "spectrum.csv")
+    peak = table.loc[table["artifact_power"].idxmax(), "frequency"]
+    assert abs(peak - 0.125) <= 1 / S

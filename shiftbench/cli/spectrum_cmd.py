@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from shiftbench.cli.app import app
+from shiftbench.errors import UserInputError
 
 
 @app.command("spectrum")
@@ -30,6 +31,12 @@ def spectrum_command(
         "--artifact",
         metavar="SHIFT:MAG",
         help="Overlay the radial power of (shifted − clean) images, e.g. ring:8.",
+    ),
+    param: list[str] | None = typer.Option(
+        None,
+        "--param",
+        metavar="NAME=VALUE",
+        help="Parameter of the artifact's shift, e.g. frequency=0.1 (repeatable).",
     ),
     heatmap_by: str | None = typer.Option(
         None,
@@ -57,7 +64,11 @@ def spectrum_command(
 ) -> None:
     """Learning priority: normalised radial power spectrum of ∂CE/∂input, per checkpoint."""
     from shiftbench.spectrum import spectrum
+    from shiftbench.spurious_set import parse_param
 
+    params = dict(parse_param(p) for p in param or [])
+    if params and artifact is None:
+        raise UserInputError("--param sets a parameter of the --artifact shift; give --artifact")
     result = spectrum(
         ckpt,
         data,
@@ -65,6 +76,7 @@ def spectrum_command(
         limit=limit,
         amplitude=amplitude,
         artifact=artifact,
+        artifact_params=params or None,
         heatmap_by=heatmap_by,
         hue=hue,
         device=device,
