@@ -168,7 +168,7 @@ def demo(
     out: Path | None = typer.Option(
         None,
         "--out",
-        help="Output folder (default: shiftbench-demo; cutout: shiftbench-demo-cutout).",
+        help="Output folder (default: shiftbench-demo[-cutout|-frequency]).",
     ),
     quick: bool = typer.Option(False, "--quick", help="~1 minute smoke version (CI)."),
     scenario: str = typer.Option(
@@ -177,10 +177,10 @@ def demo(
         help="shifts (SD vs WD under 4 shifts), cutout (Table 2) or frequency (ring shortcut).",
     ),
     seeds: int | None = typer.Option(
-        None, "--seeds", help="Seeds per method (default 3; quick: 2)."
+        None, "--seeds", help="Seeds per method (default 3; quick: 2; frequency: 2, quick 1)."
     ),
     epochs: int | None = typer.Option(
-        None, "--epochs", help="Training epochs (default 12; quick: 2)."
+        None, "--epochs", help="Training epochs (default 12; quick: 2; frequency: 6)."
     ),
     device: str = typer.Option("auto", "--device"),
     threads: int | None = typer.Option(
