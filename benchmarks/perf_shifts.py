@@ -16,6 +16,11 @@ one image at a time with the reference tool:
   call per image: an optimistic bound that pays the decomposition once and gets the other
   recombinations for free. torchstain is timed on the first ``--slow-reference-images`` tiles.
   staintools' lasso (spams) runs on all cores (``numThreads=-1``).
+* ``lowpass`` / ``highpass`` vs **numpy.fft** per image: ``rfft2`` once (float32, as shiftbench),
+  then per magnitude a multiply by the transfer mask (masks built once, outside the timing),
+  ``irfft2``, round, clip, uint8: what a careful numpy user would write.
+* ``ring`` vs **numpy.fft** per image: random phases on the ring bins, one ``ifft2`` for the
+  pattern, unit RMS, then per magnitude ``clip(round(x + m·p))``.
 * ``blur`` vs ``cv2.blur`` per image and kernel size; ``sharpen`` vs ``cv2.filter2D`` once per
   image + ``cv2.addWeighted`` per α; ``cutout`` vs a numpy loop painting ``k`` 8×8 squares
   (positions from ``numpy.random``).
@@ -64,6 +69,8 @@ COLUMNS = [
     "ratio",
     "goal",
     "met",
+    "shiftbench_img_mag_per_s",
+    "reference_img_mag_per_s",
 ]
 
 
@@ -152,6 +159,45 @@ def numpy_cutout_reference(magnitudes: list[float], patch: int = 8) -> Callable[
     return run
 
 
+def numpy_fft_filter_reference(
+    name: str, magnitudes: list[float], size: tuple[int, int]
+) -> Callable[[np.ndarray], None]:
+    from shiftbench.shifts.frequency import transfer
+
+    h, w = size
+    ident = shiftbench.get_shift(name).identity
+    masks = [transfer(h, w, m, name, "hard").numpy()[..., None] for m in magnitudes if m != ident]
+
+    def run(rgb: np.ndarray) -> None:
+        spectrum = np.fft.rfft2(rgb.astype(np.float32), axes=(0, 1))
+        for mask in masks:
+            y = np.fft.irfft2(spectrum * mask, s=(h, w), axes=(0, 1))
+            np.clip(np.round(y), 0, 255).astype(np.uint8)
+
+    return run
+
+
+def numpy_fft_ring_reference(
+    magnitudes: list[float], size: tuple[int, int], frequency: float = 0.25
+) -> Callable[[np.ndarray], None]:
+    h, w = size
+    r = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :])
+    ring = np.abs(r - frequency) < 0.5 / min(h, w)
+    rng = np.random.default_rng(0)
+    amplitudes = [m for m in magnitudes if m != 0]
+
+    def run(rgb: np.ndarray) -> None:
+        coeffs = np.zeros((h, w), dtype=np.complex64)
+        coeffs[ring] = np.exp(2j * np.pi * rng.random(int(ring.sum())))
+        p = np.fft.ifft2(coeffs).real.astype(np.float32)
+        p /= np.sqrt(np.mean(p * p))
+        x = rgb.astype(np.float32)
+        for m in amplitudes:
+            np.clip(np.round(x + m * p[..., None]), 0, 255).astype(np.uint8)
+
+    return run
+
+
 # -- timing ---------------------------------------------------------------------------------------
 
 
@@ -201,7 +247,7 @@ def best_of(
 Reference = tuple[str, Callable[[np.ndarray], None], float | None, bool]
 
 
-def references(name: str, magnitudes: list[float]) -> list[Reference]:
+def references(name: str, magnitudes: list[float], size: tuple[int, int]) -> list[Reference]:
     """(label, per-image function, goal ratio or None, slow: timed on a subset of the images)."""
     if name in ("haematoxylin", "eosin"):
         row = 0 if name == "haematoxylin" else 1
@@ -216,6 +262,10 @@ def references(name: str, magnitudes: list[float]) -> list[Reference]:
         return [("cv2.filter2D+addWeighted", cv2_sharpen_reference(magnitudes), 1.0, False)]
     if name == "cutout":
         return [("numpy", numpy_cutout_reference(magnitudes), None, False)]
+    if name in ("lowpass", "highpass"):
+        return [("numpy.fft", numpy_fft_filter_reference(name, magnitudes, size), None, False)]
+    if name == "ring":
+        return [("numpy.fft", numpy_fft_ring_reference(magnitudes, size), None, False)]
     return []
 
 
@@ -260,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         shift = shiftbench.get_shift(name)
         mags = list(shift.magnitudes)
         ours = time_shiftbench(name, batches)
-        refs = references(name, mags)
+        refs = references(name, mags, images.shape[1:3])
         if not refs:
             print(f"{name}: no reference tool known; skipped", file=sys.stderr)
         for label, fn, goal, slow in refs:
@@ -282,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio": f"{ratio:.2f}",
                 "goal": "" if goal is None else f"{goal:g}",
                 "met": "" if goal is None else str(ratio >= goal),
+                # images × magnitudes of the sweep (identity included) per second
+                "shiftbench_img_mag_per_s": f"{ours_rate * len(mags):.1f}",
+                "reference_img_mag_per_s": f"{ref_rate * len(mags):.1f}",
             }
             rows.append(row)
             print(
@@ -321,7 +374,8 @@ Written {dt.datetime.now().isoformat(timespec="seconds")}. Each shift's full def
 `benchmarks/perf_shifts.py` for exactly what each reference does; a reference marked
 `[k images]` was timed on the first k of the tiles, its rate is still per image). Best of
 {args.repeats} timed repeats after one warm-up, shiftbench and reference alternating.
-`ratio` = shiftbench images/s ÷ reference images/s.
+`ratio` = shiftbench images/s ÷ reference images/s; `*_img_mag_per_s` = images/s × magnitudes of
+the sweep (identity included).
 
 Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}),
 torch threads {torch.get_num_threads()}, cv2 threads {cv2.getNumThreads()};

@@ -211,14 +211,19 @@ def make_artifact(
     name, magnitude = parse_artifact(spec) if isinstance(spec, str) else spec
     cls = get_shift_class(name)  # unknown name → the list of valid names
     params = dict(params or {})
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    signature = inspect.signature(cls.__init__).parameters
+    accepted = [p for p, v in signature.items() if p != "self" and v.kind != v.VAR_KEYWORD]
+    takes_any = any(v.kind == v.VAR_KEYWORD for v in signature.values())
     unknown = [k for k in params if k not in accepted]
-    if unknown:
+    if unknown and not takes_any:
         valid = ", ".join(accepted) or "none"
         raise UserInputError(
             f"shift {name!r} has no parameter {unknown[0]!r}; its parameters: {valid}"
         )
-    shift = get_shift(name, **params)
+    try:
+        shift = get_shift(name, **params)
+    except TypeError as e:  # e.g. a plugin shift with a required parameter not given
+        raise UserInputError(f"shift {name!r} rejected its parameters: {e}") from None
     m = shift.check_magnitude(magnitude)
     if m == shift.identity:
         raise UserInputError(
@@ -424,8 +429,10 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
 def publish(tmp: Path, out: Path) -> None:
     """Move a finished ``tmp`` folder to ``out`` (replacing it)."""
-    if out.exists():
+    if out.is_dir():
         shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
     os.replace(tmp, out)
 
 

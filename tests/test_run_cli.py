@@ -17,6 +17,8 @@ from _models import (
     write_oral_folder,
 )
 
+from shiftbench.registry import list_shifts
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -67,9 +69,11 @@ def test_run_all_shifts_and_summary(cli, env, tmp_path):
     assert code == 0, err
     assert "accuracy" in stdout and "wrote" in stdout
     metrics = pd.read_csv(out / "metrics.csv")
-    assert set(metrics["shift"]) == {"blur", "cutout", "eosin", "haematoxylin", "sharpen"}
+    every = set(list_shifts())  # "all" = every registered shift
+    assert {"blur", "cutout", "eosin", "haematoxylin", "sharpen", "lowpass", "ring"} <= every
+    assert set(metrics["shift"]) == every
     pred = pd.read_parquet(out / "predictions.parquet")
-    assert len(pred) == 5 * 8
+    assert len(pred) == len(every) * 8
     clean = pred[pred["shift"] == "blur"]["prob_OSCC"].to_numpy()
     cut = pred[pred["shift"] == "cutout"]["prob_OSCC"].to_numpy()
     assert not (clean == cut).all(), "cutout at 1 patch must change some prediction inputs"
