@@ -35,6 +35,7 @@ _EXPORTS = {
     "profile": "shiftbench.profiling",
     "StainNormalizer": "shiftbench.normalize",
     "macenko_normalize": "shiftbench.normalize",
+    "spectrum": "shiftbench.spectrum",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -4,7 +4,13 @@ The canonical format (written by :func:`save_checkpoint`) is a ``torch.save``'d 
 
     {"format": "shiftbench/1", "arch": <timm model name>, "num_classes": int,
      "state_dict": {...}, "input_size": int, "mean": [3 floats], "std": [3 floats],
-     "meta": {...}, "class_names": [...]}   # class_names optional
+     "meta": {...}, "class_names": [...],   # class_names optional
+     "head": "binary-logit"}                # optional; default "softmax"
+
+``head == "binary-logit"`` (2 classes, one logit z: ``shiftbench train --head binary-logit``):
+the timm model has one output and is loaded inside :class:`BinaryLogitHead`, which returns the
+two-class logits (0, z), so softmax gives (1 − σ(z), σ(z)) and every evaluator sees an ordinary
+2-class classifier. ``meta["head"]`` records it for the tables.
 
 It is read with ``torch.load(..., weights_only=True)`` (no code runs) and the model is built with
 ``timm.create_model(arch, pretrained=False, num_classes=...)``.
@@ -48,7 +54,9 @@ from shiftbench.run.rundir import RESERVED, atomic_write, check_reserved
 
 __all__ = [
     "FORMAT",
+    "HEADS",
     "RESERVED_COLUMNS",
+    "BinaryLogitHead",
     "LoadedCheckpoint",
     "detect_format",
     "load_checkpoint",
@@ -62,6 +70,42 @@ FORMAT = "shiftbench/1"
 RESERVED_COLUMNS = RESERVED
 _SCALAR = (str, int, float, bool, type(None))
 _TS_EXTRA = "shiftbench.json"
+#: Output heads of canonical checkpoints: C logits, or one logit for 2 classes.
+HEADS = ("softmax", "binary-logit")
+
+
+class BinaryLogitHead(nn.Module):
+    """Two-class logits (0, z) from a model with one output z.
+
+    softmax((0, z)) = (1 − σ(z), σ(z)): the probability of class 1 is the sigmoid of the single
+    logit, and argmax is the 0.5 cut-off. :func:`save_checkpoint` stores the wrapped model's
+    weights (without the ``model.`` prefix).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        if z.ndim != 2 or z.shape[1] != 1:
+            raise CheckpointError(
+                f"a binary-logit model must output [batch, 1]; got {tuple(z.shape)}"
+            )
+        return torch.cat([torch.zeros_like(z), z], 1)
+
+
+def _head_outputs(head: str, num_classes: int, where: str) -> int:
+    """Outputs of the timm model behind ``head`` (1 for a binary logit)."""
+    if head not in HEADS:
+        raise CheckpointError(f"{where}: head must be one of {', '.join(HEADS)}; got {head!r}")
+    if head == "binary-logit":
+        if num_classes != 2:
+            raise CheckpointError(
+                f"{where}: a binary-logit head needs 2 classes; got num_classes={num_classes}"
+            )
+        return 1
+    return num_classes
 
 
 @dataclass
@@ -140,6 +184,7 @@ def save_checkpoint(
     std: Sequence[float],
     meta: Mapping[str, Any] | None = None,
     class_names: Sequence[str] | None = None,
+    head: str = "softmax",
 ) -> Path:
     """Write ``model`` in the canonical ``shiftbench/1`` format (atomically).
 
@@ -155,6 +200,9 @@ def save_checkpoint(
             ``{"method": "sd", "seed": 0, "sd_lambda": 0.01}``. Values must be str, int, float,
             bool or None; keys may not reuse table column names.
         class_names: optional names in class-index order (``len == num_classes``).
+        head: ``"softmax"`` (``num_classes`` logits) or ``"binary-logit"`` (2 classes, a model
+            with one output, optionally wrapped in :class:`BinaryLogitHead`); recorded as
+            ``head`` and ``meta["head"]``.
 
     Returns:
         The path written.
@@ -164,6 +212,8 @@ def save_checkpoint(
     """
     path = Path(path)
     inner = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    if isinstance(inner, BinaryLogitHead):
+        inner = inner.model
     if not isinstance(inner, nn.Module):
         raise CheckpointError(f"model must be a torch nn.Module; got {type(model).__name__}")
     if not isinstance(arch, str) or not arch:
@@ -173,9 +223,14 @@ def save_checkpoint(
     mean_t = _rgb(mean, "mean")
     std_t = _rgb(std, "std", positive=True)
     meta_d = _check_meta(meta or {}, where="meta")
+    outputs = _head_outputs(head, num_classes, str(path))
+    if head != "softmax":
+        if meta_d.get("head", head) != head:
+            raise CheckpointError(f"meta['head'] is {meta_d['head']!r} but head is {head!r}")
+        meta_d["head"] = head
     names = _check_class_names(class_names, num_classes)
     state = {k: v.detach().to("cpu") for k, v in inner.state_dict().items()}
-    _check_state_dict_fits(state, arch, num_classes, source=str(path))
+    _check_state_dict_fits(state, arch, outputs, source=str(path))
     payload = {
         "format": FORMAT,
         "arch": arch,
@@ -188,6 +243,8 @@ def save_checkpoint(
     }
     if names is not None:
         payload["class_names"] = names
+    if head != "softmax":
+        payload["head"] = head
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: _save(payload, tmp))
     return path
@@ -421,8 +478,11 @@ def _from_canonical(
     std_t = _rgb(std if std is not None else IMAGENET_STD, f"{path}: std", positive=True)
     meta = _check_meta(obj.get("meta") or {}, where=f"{path}: meta")
     names = _check_class_names(obj.get("class_names"), stored_nc)
-    model = _build_timm(stored_arch, stored_nc)
+    head = obj.get("head", "softmax")
+    model = _build_timm(stored_arch, _head_outputs(head, stored_nc, str(path)))
     _load_weights(model, dict(obj["state_dict"]), stored_arch, path)
+    if head == "binary-logit":
+        model = BinaryLogitHead(model)
     return LoadedCheckpoint(
         model=_ready(model, device),
         arch=stored_arch,

@@ -46,7 +46,8 @@ from shiftbench.errors import UserInputError
 __all__ = ["DEMO_DATA", "DemoConfig", "DemoResult", "demo", "demo_config", "demo_data_dir"]
 
 DEMO_DATA = "oral_oscc"
-SCENARIOS = ("shifts", "cutout")
+SCENARIOS = ("shifts", "cutout", "frequency")
+HEADS = ("softmax", "binary-logit")
 SHIFTS = ("blur", "sharpen", "haematoxylin", "eosin")
 DEMO_FILE = "demo.json"
 #: Everything the demo writes in ``out`` (``overwrite`` deletes these and nothing else).
@@ -99,9 +100,12 @@ class DemoConfig:
     n_patches: int = 16
     patch_size: int = 8
     data_fingerprint: str = ""
+    head: str = "softmax"  # "binary-logit": one logit, BCE, SD's γ on it (--head)
 
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)
+        if self.head == "softmax":
+            del d["head"]  # demo.json of demos from before --head existed stay resumable
         d["seeds"] = list(self.seeds)
         d["sd_lambdas"] = list(self.sd_lambdas)
         d["sd_gammas"] = list(self.sd_gammas)
@@ -125,6 +129,7 @@ def demo_config(
     quick: bool = False,
     seeds: int | None = None,
     epochs: int | None = None,
+    head: str = "softmax",
 ) -> DemoConfig:
     """The demo's settings (see docs/tutorials/demo.md for why these values).
 
@@ -135,6 +140,8 @@ def demo_config(
     """
     if scenario not in SCENARIOS:
         raise UserInputError(f"--scenario must be one of {', '.join(SCENARIOS)}; got {scenario!r}")
+    if head not in HEADS:
+        raise UserInputError(f"--head must be one of {', '.join(HEADS)}; got {head!r}")
     n_seeds = seeds if seeds is not None else (2 if quick else 3)
     if isinstance(n_seeds, bool) or int(n_seeds) < 1:
         raise UserInputError(f"--seeds must be a positive number of seeds; got {seeds!r}")
@@ -154,6 +161,7 @@ def demo_config(
             test_limit=48,
             magnitudes=QUICK_MAGNITUDES if scenario == "shifts" else None,
             data_fingerprint=fingerprint,
+            head=head,
         )
     return DemoConfig(
         scenario=scenario,
@@ -161,6 +169,7 @@ def demo_config(
         seeds=tuple(range(int(n_seeds))),
         epochs=int(n_epochs),
         data_fingerprint=fingerprint,
+        head=head,
     )
 
 
@@ -189,8 +198,11 @@ class DemoResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def _prepare_out(out: Path, config: DemoConfig, overwrite: bool) -> bool:
-    """Create or validate ``out``. Returns True when resuming an earlier demo."""
+def _prepare_out(out: Path, config: Any, overwrite: bool, owned: tuple[str, ...] = OWNED) -> bool:
+    """Create or validate ``out`` (``owned``: what this demo writes there).
+
+    Returns True when resuming an earlier demo with the same ``config.as_json()``.
+    """
     if not out.exists():
         out.mkdir(parents=True)
         return False
@@ -206,7 +218,7 @@ def _prepare_out(out: Path, config: DemoConfig, overwrite: bool) -> bool:
         except ValueError:
             previous = None
     same = previous == config.as_json()
-    foreign = [e for e in entries if e not in OWNED]
+    foreign = [e for e in entries if e not in owned]
     if same and not overwrite:
         return True
     if not overwrite:
@@ -226,7 +238,7 @@ def _prepare_out(out: Path, config: DemoConfig, overwrite: bool) -> bool:
             f"--out {out} holds files the demo did not write ({', '.join(sorted(foreign)[:3])}); "
             "refusing to overwrite it: choose an empty or new --out"
         )
-    for name in OWNED:
+    for name in owned:
         p = out / name
         if p.is_dir():
             shutil.rmtree(p)
@@ -264,7 +276,8 @@ def demo(
     progress: bool = True,
     echo: Callable[[str], Any] | None = None,
     threads: int | None = None,
-) -> DemoResult:
+    head: str = "softmax",
+) -> Any:
     """Run the demo (see the module docstring). Mirrors ``shiftbench demo``.
 
     Args:
@@ -272,7 +285,8 @@ def demo(
             ``shiftbench-demo-cutout``).
         quick: the ~1 minute smoke version (2 seeds, 2 epochs, 32 px, a subset of images and
             magnitudes). Its numbers only show that the pipeline works.
-        scenario: ``shifts`` (SD vs WD under four shifts) or ``cutout`` (Table 2).
+        scenario: ``shifts`` (SD vs WD under four shifts), ``cutout`` (Table 2) or
+            ``frequency`` (ring frequency shortcut, :mod:`shiftbench.demo_frequency`).
         seeds: seeds per method (default 3; quick: 2).
         epochs: training epochs (default 12; quick: 2).
         device: ``auto``, ``cpu``, ``cuda[:i]`` or ``mps``.
@@ -282,16 +296,26 @@ def demo(
         threads: torch CPU threads for this call (default: torch's setting). When other
             processes keep the cores busy, 1 thread can be several times faster than 2
             (OpenMP threads wait on each other when one is descheduled).
+        head: ``softmax`` (default) or ``binary-logit`` (one logit, BCE, SD's γ acting on it;
+            see docs/concepts/spectral-decoupling.md).
 
     Returns:
-        :class:`DemoResult` with the file paths, the summary table and per-phase seconds.
+        :class:`DemoResult` with the file paths, the summary table and per-phase seconds
+        (``frequency``: :class:`shiftbench.demo_frequency.FrequencyDemoResult`).
     """
     import torch
 
     say = echo or print
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
         raise UserInputError(f"--threads must be a positive integer; got {threads!r}")
-    config = demo_config(scenario, quick=quick, seeds=seeds, epochs=epochs)
+    if scenario == "frequency":
+        from shiftbench.demo_frequency import frequency_demo
+
+        return frequency_demo(
+            out, quick=quick, seeds=seeds, epochs=epochs, device=device, overwrite=overwrite,
+            progress=progress, echo=say, threads=threads, head=head,
+        )  # fmt: skip
+    config = demo_config(scenario, quick=quick, seeds=seeds, epochs=epochs, head=head)
     out_dir = (
         Path(out)
         if out is not None
@@ -366,6 +390,7 @@ def _train_methods(
             if_exists="skip",
             progress=progress,
             training_data=td,
+            head=config.head,  # type: ignore[arg-type]
             **kwargs,
         )
         paths += [r.checkpoint for r in results]
@@ -641,7 +666,9 @@ def _print_report(result: DemoResult, say: Callable[[str], Any]) -> None:
                 ],
             )
     else:
-        table = Table(title="cutout test set (paper Table 2): mean ± SD over seeds")
+        table = Table(
+            title=f"cutout test set (paper Table 2, {cfg.head} head): mean ± SD over seeds"
+        )
         for c in ("model", "seeds", "accuracy", "recall (OSCC)"):
             table.add_column(c, justify="left" if c == "model" else "right")
         for _, r in summary.iterrows():

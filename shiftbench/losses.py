@@ -30,6 +30,16 @@ Conventions (exact; also stored in checkpoint meta as ``sd_loss_convention``):
   what changes the decision, by shrinking the logit *differences* of class-k samples with
   strength λ_k (negatives shrunk 10× harder than positives in the paper's setting, which moves
   borderline samples towards the positive class).
+
+* **Binary head** (``head="binary-logit"``, 2 classes, one logit z per sample; probability of
+  class 1 = σ(z), the paper's 0.5 cut-off on normalised predictions)::
+
+      loss = BCE(σ(z), y) + mean_b( λ_{y_b}/2 · (z_b − γ_{y_b})² )
+
+  Here γ does move the decision: γ_pos = 1 pulls positives towards σ = 0.73, γ_neg = 0 pulls
+  negatives towards σ = 0.5. The model's one logit is fed to the loss as the two-class logits
+  (0, z): softmax((0, z)) = (1 − σ(z), σ(z)), so CE((0, z), y) is exactly BCE(σ(z), y), and the
+  penalty is taken on z alone (C = 1 in the B·C normalisation above).
 """
 
 from __future__ import annotations
@@ -42,8 +52,12 @@ import torch.nn.functional as F
 from shiftbench.errors import UserInputError
 
 __all__ = [
+    "BINARY_SD_LOSS_CONVENTION",
     "SD_LOSS_CONVENTION",
+    "BinarySpectralDecouplingLoss",
     "SpectralDecouplingLoss",
+    "binary_sd_penalty",
+    "binary_spectral_decoupling_loss",
     "sd_penalty",
     "spectral_decoupling_loss",
 ]
@@ -51,6 +65,11 @@ __all__ = [
 SD_LOSS_CONVENTION = (
     "CE + mean over batch*classes of lambda_y/2*(logit - gamma_y)^2 "
     "(Eq.1: gamma=0, one lambda; = per-sample-norm form with lambda/C)"
+)
+
+BINARY_SD_LOSS_CONVENTION = (
+    "BCE(sigmoid(z), y) + mean over batch of lambda_y/2*(z - gamma_y)^2 "
+    "(one logit z per sample; two-class logits (0, z))"
 )
 
 
@@ -144,3 +163,66 @@ class SpectralDecouplingLoss(torch.nn.Module):
         ce = F.cross_entropy(logits, targets)
         pen = sd_penalty(logits, targets, sd_lambda=self.sd_lambda, sd_gamma=self.sd_gamma)
         return ce + pen, ce, pen
+
+
+def _single_logit(logits: torch.Tensor) -> torch.Tensor:
+    """z from ``[B]``, ``[B, 1]`` or two-class logits ``(0, z)`` of shape ``[B, 2]``."""
+    if logits.ndim == 1:
+        return logits
+    if logits.ndim == 2 and logits.shape[1] == 1:
+        return logits[:, 0]
+    if logits.ndim == 2 and logits.shape[1] == 2:
+        return logits[:, 1] - logits[:, 0]  # = z for (0, z); softmax only sees the difference
+    raise UserInputError(
+        f"a binary head needs [batch], [batch, 1] or (0, z) [batch, 2] logits; got shape "
+        f"{tuple(logits.shape)}"
+    )
+
+
+def binary_sd_penalty(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    sd_lambda: float | Sequence[float] | torch.Tensor = 0.01,
+    sd_gamma: float | Sequence[float] | torch.Tensor = 0.0,
+) -> torch.Tensor:
+    """``mean_b(λ_{y_b}/2 · (z_b − γ_{y_b})²)`` on the single logit z (see the module docstring).
+
+    Args:
+        logits: z as ``[B]``/``[B, 1]``, or the two-class logits ``(0, z)`` ``[B, 2]``.
+        targets: ``[B]`` class indices in {0, 1}.
+        sd_lambda: one λ or (λ_0, λ_1).
+        sd_gamma: one γ or (γ_0, γ_1).
+    """
+    z = _single_logit(logits)
+    lam = _per_class(sd_lambda, 2, "sd_lambda", z)
+    gamma = _per_class(sd_gamma, 2, "sd_gamma", z)
+    return (lam[targets] / 2 * (z - gamma[targets]).square()).mean()
+
+
+def binary_spectral_decoupling_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    sd_lambda: float | Sequence[float] | torch.Tensor = 0.01,
+    sd_gamma: float | Sequence[float] | torch.Tensor = 0.0,
+) -> torch.Tensor:
+    """BCE with logits (mean over the batch) plus :func:`binary_sd_penalty`."""
+    z = _single_logit(logits)
+    bce = F.binary_cross_entropy_with_logits(z, targets.to(z.dtype))
+    return bce + binary_sd_penalty(z, targets, sd_lambda=sd_lambda, sd_gamma=sd_gamma)
+
+
+class BinarySpectralDecouplingLoss(SpectralDecouplingLoss):
+    """Module form of :func:`binary_spectral_decoupling_loss`; returns (loss, bce, penalty).
+
+    Takes the two-class logits ``(0, z)`` (as the training loop sees them) or z itself.
+    """
+
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = _single_logit(logits)
+        bce = F.binary_cross_entropy_with_logits(z, targets.to(z.dtype))
+        pen = binary_sd_penalty(z, targets, sd_lambda=self.sd_lambda, sd_gamma=self.sd_gamma)
+        return bce + pen, bce, pen

@@ -54,7 +54,12 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from shiftbench.errors import DataError, UserInputError
-from shiftbench.losses import SD_LOSS_CONVENTION, SpectralDecouplingLoss
+from shiftbench.losses import (
+    BINARY_SD_LOSS_CONVENTION,
+    SD_LOSS_CONVENTION,
+    BinarySpectralDecouplingLoss,
+    SpectralDecouplingLoss,
+)
 from shiftbench.shifts.base import derive_seed
 
 __all__ = [
@@ -70,6 +75,7 @@ __all__ = [
 AUGMENTATIONS = ("none", "basic", "uniform")
 METHODS = ("sd", "wd")
 OPTIMIZERS = ("adamw", "sgd")
+HEADS = ("softmax", "binary-logit")
 DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.05}
 DEFAULT_WEIGHT_DECAY = 1e-4
 
@@ -304,6 +310,7 @@ class _Recipe:
     optimizer: str
     drop_rate: float
     drop_path_rate: float
+    head: str = "softmax"
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -383,8 +390,15 @@ def train_one(
     log_path: Path | None = None,
     progress: Any = None,
     task: Any = None,
+    on_epoch_end: Callable[[int, torch.nn.Module, dict[str, float], tuple, tuple], Any]
+    | None = None,
 ) -> tuple[torch.nn.Module, dict[str, float], list[dict[str, Any]], tuple, tuple]:
     """Train one model on ``td`` with ``recipe`` and ``seed``.
+
+    With ``recipe.head == "binary-logit"`` the timm model has one output z and is trained inside
+    :class:`~shiftbench.checkpoint.BinaryLogitHead` (logits (0, z)) with
+    :class:`~shiftbench.losses.BinarySpectralDecouplingLoss`. ``on_epoch_end(epoch, model,
+    val, mean, std)`` is called after each epoch (1-based; model in eval mode).
 
     Returns ``(model, final validation metrics, epoch log rows, mean, std)``.
     """
@@ -399,10 +413,12 @@ def train_one(
     prep = Preprocess(td.input_size, mean, std, channels_last)
     num_classes = len(td.class_names)
 
+    binary = recipe.head == "binary-logit"
+    loss_class = BinarySpectralDecouplingLoss if binary else SpectralDecouplingLoss
     if recipe.method == "sd":
-        criterion = SpectralDecouplingLoss(recipe.sd_lambda or 0.0, recipe.sd_gamma or 0.0)
+        criterion = loss_class(recipe.sd_lambda or 0.0, recipe.sd_gamma or 0.0)
     else:
-        criterion = SpectralDecouplingLoss(0.0, 0.0)  # plain CE; penalty is exactly 0
+        criterion = loss_class(0.0, 0.0)  # plain CE / BCE; penalty is exactly 0
 
     fork_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
@@ -410,10 +426,14 @@ def train_one(
         model = timm.create_model(
             recipe.arch,
             pretrained=False,
-            num_classes=num_classes,
+            num_classes=1 if binary else num_classes,
             drop_rate=recipe.drop_rate,
             drop_path_rate=recipe.drop_path_rate or None,
         )
+        if binary:
+            from shiftbench.checkpoint import BinaryLogitHead
+
+            model = BinaryLogitHead(model)
         model = model.to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -488,6 +508,8 @@ def train_one(
             rows.append(row)
             if log_path is not None:
                 _write_csv_atomic(log_path, rows)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, model, val, mean, std)
             if progress is not None and task is not None:
                 acc = val.get("val_accuracy")
                 desc = f"loss {row['train_loss']:.3f}" + (
@@ -546,6 +568,9 @@ def train(
     progress: bool = True,
     limit: int | None = None,
     training_data: TrainingData | None = None,
+    head: Literal["softmax", "binary-logit"] = "softmax",
+    save_every: int | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> list[TrainResult]:
     """Train one checkpoint per seed with spectral decoupling or weight decay.
 
@@ -580,6 +605,14 @@ def train(
         progress: show a rich progress bar on stderr.
         limit: read at most this many images (quick tests).
         training_data: already-loaded data (skips reading ``data`` again; used by the demo).
+        head: ``softmax`` (one logit per class, cross-entropy) or ``binary-logit`` (2-class data
+            only: one logit z, BCE, SD's Eq. 2 γ acting on z; saved so that evaluation sees
+            the logits (0, z), i.e. probabilities (1 − σ(z), σ(z))).
+        save_every: also keep a checkpoint every this many epochs,
+            ``<name>_seed<S>_epoch<E>.pt`` with meta ``epoch`` = E (for learning-priority heat
+            maps over training, :func:`shiftbench.spectrum`).
+        extra_meta: more labels for every checkpoint's meta (e.g. ``{"degradation": 0.5}``);
+            they become table columns. May not replace a recipe key.
 
     Returns:
         One :class:`TrainResult` per seed, in seed order.
@@ -603,8 +636,14 @@ def train(
         if_exists=if_exists,
         drop_rate=drop_rate,
         drop_path_rate=drop_path_rate,
+        head=head,
     )
     grid = recipe_args.pop("grid")
+    if save_every is not None:
+        if isinstance(save_every, bool) or int(save_every) < 1:
+            raise UserInputError(f"--save-every must be a positive integer; got {save_every!r}")
+        if len(grid) > 1:
+            raise UserInputError("--save-every needs one lambda/gamma (not a grid)")
     seed_list = [int(seeds)] if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise UserInputError("give at least one seed (--seed S or --seeds 0,1,2)")
@@ -637,6 +676,11 @@ def train(
         if len(td.val_images) == 0 and len(grid) > 1:
             raise UserInputError("a lambda/gamma grid needs a validation split (--val-fraction)")
         n_cls = len(td.class_names)
+        if head == "binary-logit" and n_cls != 2:
+            raise UserInputError(
+                f"--head binary-logit needs 2 classes; the data has {n_cls} "
+                f"({', '.join(td.class_names)})"
+            )
         for lam, gam in grid:
             for v, opt in ((lam, "--sd-lambdas"), (gam, "--sd-gammas")):
                 if isinstance(v, list) and len(v) != n_cls:
@@ -645,7 +689,9 @@ def train(
                         f"{', '.join(td.class_names)}); got {len(v)}"
                     )
         for s in todo:
-            results[s] = _train_seed(td, recipe_args, grid, s, dev, out, prefix, progress)
+            results[s] = _train_seed(
+                td, recipe_args, grid, s, dev, out, prefix, progress, save_every, extra_meta
+            )
     return [results[s] for s in seed_list]
 
 
@@ -656,6 +702,8 @@ def _check_args(**a: Any) -> dict[str, Any]:
         raise UserInputError(
             f"--augment must be one of {', '.join(AUGMENTATIONS)}; got {a['augment']!r}"
         )
+    if a["head"] not in HEADS:
+        raise UserInputError(f"--head must be one of {', '.join(HEADS)}; got {a['head']!r}")
     if a["optimizer"] not in OPTIMIZERS:
         raise UserInputError(
             f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {a['optimizer']!r}"
@@ -725,6 +773,7 @@ def _check_args(**a: Any) -> dict[str, Any]:
         "optimizer": a["optimizer"],
         "drop_rate": float(a["drop_rate"]),
         "drop_path_rate": float(a["drop_path_rate"]),
+        "head": a["head"],
         "grid": grid,
     }
 
@@ -776,15 +825,42 @@ def _train_seed(
     out: Path,
     prefix: str,
     progress: bool,
+    save_every: int | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     from shiftbench.checkpoint import save_checkpoint
 
     stem = f"{prefix}_seed{seed}"
+    t_start = time.perf_counter()
+
+    def save(path: Path, model: Any, recipe: _Recipe, val: dict, mean: tuple, std: tuple,
+             extra: dict[str, Any]) -> Path:  # fmt: skip
+        meta = _recipe_meta(recipe, seed, td, val, t_start)
+        clash = sorted(set(meta) & set(extra_meta or {}))
+        if clash:
+            raise UserInputError(f"extra_meta may not replace recipe keys: {', '.join(clash)}")
+        meta = {**meta, **(extra_meta or {}), **extra}
+        return save_checkpoint(
+            path, model, arch=recipe.arch, num_classes=len(td.class_names),
+            input_size=td.input_size, mean=mean, std=std, meta=meta,
+            class_names=td.class_names, head=recipe.head,
+        )  # fmt: skip
+
+    def epoch_saver(recipe: _Recipe) -> Callable[..., Any] | None:
+        if save_every is None:
+            return None
+
+        def on_epoch_end(epoch: int, model: Any, val: dict, mean: tuple, std: tuple) -> None:
+            if epoch % int(save_every) == 0:
+                save(out / f"{stem}_epoch{epoch}.pt", model, recipe, val, mean, std,
+                     {"epoch": epoch})  # fmt: skip
+
+        return on_epoch_end
+
     log_path = out / f"{stem}.log.csv"
     bar = _progress_bar(progress)
     best: tuple | None = None
     grid_rows: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
     with bar if bar is not None else contextlib.nullcontext():
         for gi, (lam, gam) in enumerate(grid):
             recipe = _Recipe(sd_lambda=lam, sd_gamma=gam, **recipe_args)
@@ -792,8 +868,9 @@ def _train_seed(
             task = bar.add_task(label, total=recipe.epochs, status="") if bar is not None else None
             this_log = log_path if len(grid) == 1 else out / f"{stem}.grid{gi}.log.csv"
             model, val, rows, mean, std = train_one(
-                td, recipe, seed, device, log_path=this_log, progress=bar, task=task
-            )
+                td, recipe, seed, device, log_path=this_log, progress=bar, task=task,
+                on_epoch_end=epoch_saver(recipe),
+            )  # fmt: skip
             grid_rows.append({"sd_lambda": _fmt_list(lam), "sd_gamma": _fmt_list(gam), **val})
             key = (val.get("val_balanced_accuracy", 0.0), -val.get("val_loss", 0.0))
             if best is None or key > best[0]:
@@ -803,13 +880,27 @@ def _train_seed(
     if len(grid) > 1:
         _write_csv_atomic(log_path, rows)
         _write_csv_atomic(out / f"{stem}.grid.csv", grid_rows)
-    meta: dict[str, Any] = {
+    extra = {
+        "sd_grid": json.dumps(grid_rows) if len(grid) > 1 else None,
+        "selected_by": "val_balanced_accuracy" if len(grid) > 1 else None,
+    }
+    ckpt = save(out / f"{stem}.pt", model, recipe, val, mean, std, extra)
+    meta = _read_meta(ckpt)
+    return TrainResult(ckpt, log_path, meta, reused=False, grid=grid_rows if len(grid) > 1 else [])
+
+
+def _recipe_meta(
+    recipe: _Recipe, seed: int, td: TrainingData, val: dict[str, float], t_start: float
+) -> dict[str, Any]:
+    """Checkpoint meta: the recipe, the data and the validation metrics."""
+    convention = BINARY_SD_LOSS_CONVENTION if recipe.head == "binary-logit" else SD_LOSS_CONVENTION
+    return {
         "method": recipe.method,
         "seed": seed,
         "arch": recipe.arch,
         "sd_lambda": _fmt_list(recipe.sd_lambda) if recipe.method == "sd" else None,
         "sd_gamma": _fmt_list(recipe.sd_gamma) if recipe.method == "sd" else None,
-        "sd_loss_convention": SD_LOSS_CONVENTION if recipe.method == "sd" else None,
+        "sd_loss_convention": convention if recipe.method == "sd" else None,
         "weight_decay": recipe.weight_decay,
         "optimizer": recipe.optimizer,
         "lr": recipe.lr,
@@ -828,18 +919,4 @@ def _train_seed(
         "val_balanced_accuracy": val.get("val_balanced_accuracy"),
         "val_loss": val.get("val_loss"),
         "train_seconds": round(time.perf_counter() - t_start, 2),
-        "sd_grid": json.dumps(grid_rows) if len(grid) > 1 else None,
-        "selected_by": "val_balanced_accuracy" if len(grid) > 1 else None,
     }
-    ckpt = save_checkpoint(
-        out / f"{stem}.pt",
-        model,
-        arch=recipe.arch,
-        num_classes=len(td.class_names),
-        input_size=td.input_size,
-        mean=mean,
-        std=std,
-        meta=meta,
-        class_names=td.class_names,
-    )
-    return TrainResult(ckpt, log_path, meta, reused=False, grid=grid_rows if len(grid) > 1 else [])

@@ -94,3 +94,72 @@ def test_bad_arguments_are_user_errors():
         sd_penalty(logits, sd_lambda=[0.1, 0.2])
     with pytest.raises(UserInputError, match=">= 0"):
         SpectralDecouplingLoss(-1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# binary head: one logit z, BCE, Eq. 2 on z
+# ---------------------------------------------------------------------------------------------
+
+
+def _direct_binary(z, targets, lambdas, gammas):
+    """BCE(σ(z), y) + mean_b λ_y/2 (z − γ_y)², written out with math.log and math.exp."""
+    total_bce = 0.0
+    total_pen = 0.0
+    for zi, yi in zip(z.tolist(), targets.tolist(), strict=True):
+        p = 1.0 / (1.0 + math.exp(-zi))
+        total_bce += -(yi * math.log(p) + (1 - yi) * math.log(1 - p))
+        total_pen += lambdas[yi] / 2 * (zi - gammas[yi]) ** 2
+    n = len(targets)
+    return total_bce / n, total_pen / n
+
+
+def test_binary_loss_matches_direct_formula_in_every_input_shape():
+    from shiftbench.losses import (
+        BinarySpectralDecouplingLoss,
+        binary_sd_penalty,
+        binary_spectral_decoupling_loss,
+    )
+
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(11, generator=g, dtype=torch.float64) * 2
+    y = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0])
+    lambdas, gammas = [0.01, 0.001], [0.0, 1.0]
+    bce, pen = _direct_binary(z, y, lambdas, gammas)
+    two = torch.stack([torch.zeros_like(z), z], 1)  # what BinaryLogitHead returns
+    for logits in (z, z[:, None], two):
+        got = binary_spectral_decoupling_loss(logits, y, sd_lambda=lambdas, sd_gamma=gammas)
+        assert float(got) == pytest.approx(bce + pen, rel=1e-12)
+    assert float(binary_sd_penalty(z, y, sd_lambda=lambdas, sd_gamma=gammas)) == pytest.approx(
+        pen, rel=1e-12
+    )
+    _loss, b, p = BinarySpectralDecouplingLoss(lambdas, gammas)(two, y)
+    assert float(b) == pytest.approx(bce, rel=1e-12) and float(p) == pytest.approx(pen, rel=1e-12)
+    # the same BCE is the 2-class cross-entropy of (0, z)
+    assert float(torch.nn.functional.cross_entropy(two, y)) == pytest.approx(bce, rel=1e-12)
+
+
+def test_binary_loss_gradient_is_analytic():
+    from shiftbench.losses import binary_spectral_decoupling_loss
+
+    g = torch.Generator().manual_seed(5)
+    z = (torch.randn(7, generator=g, dtype=torch.float64) * 2).requires_grad_(True)
+    y = torch.tensor([1, 0, 1, 1, 0, 0, 1])
+    lam = torch.tensor([0.3, 0.05], dtype=torch.float64)
+    gam = torch.tensor([-0.5, 1.0], dtype=torch.float64)
+    loss = binary_spectral_decoupling_loss(z, y, sd_lambda=lam, sd_gamma=gam)
+    (grad,) = torch.autograd.grad(loss, z)
+    # d/dz [BCE + λ_y/2 (z − γ_y)²] / B = (σ(z) − y + λ_y (z − γ_y)) / B
+    expected = (torch.sigmoid(z) - y + lam[y] * (z - gam[y])) / len(y)
+    torch.testing.assert_close(grad, expected.detach(), rtol=1e-12, atol=1e-14)
+    assert torch.autograd.gradcheck(
+        lambda t: binary_spectral_decoupling_loss(t, y, sd_lambda=lam, sd_gamma=gam), (z,)
+    )
+
+
+def test_binary_bad_shapes_are_user_errors():
+    from shiftbench.losses import binary_sd_penalty
+
+    with pytest.raises(UserInputError, match="binary head"):
+        binary_sd_penalty(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(UserInputError, match="one per class"):
+        binary_sd_penalty(torch.zeros(4), torch.zeros(4, dtype=torch.long), sd_lambda=[1, 2, 3])

@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "shiftbench.cli.report_cmd",  # leaderboard, plot, roc, figures
     "shiftbench.cli.migrate_cmd",  # migrate
     "shiftbench.cli.profile_cmd",  # profile
+    "shiftbench.cli.spectrum_cmd",  # spectrum
 )
 
 EXIT_USER_ERROR = 2

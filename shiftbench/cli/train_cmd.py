@@ -75,6 +75,14 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Keep existing checkpoints."),
     limit: int | None = typer.Option(None, "--limit", help="Read at most N images (quick checks)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    head: str = typer.Option(
+        "softmax",
+        "--head",
+        help="softmax (one logit per class) or binary-logit (2 classes: one logit, BCE, SD γ on it).",
+    ),
+    save_every: int | None = typer.Option(
+        None, "--save-every", help="Also keep a checkpoint every K epochs (meta 'epoch')."
+    ),
 ) -> None:
     """Train checkpoints with spectral decoupling (sd) or weight decay (wd), one per seed."""
     from shiftbench.training import train as train_api
@@ -107,6 +115,8 @@ def train(
         if_exists="overwrite" if overwrite else ("skip" if resume else "error"),
         progress=not no_progress,
         limit=limit,
+        head=head,  # type: ignore[arg-type]
+        save_every=save_every,
     )
     for r in results:
         acc = r.meta.get("val_accuracy")
@@ -158,17 +168,19 @@ def demo(
     out: Path | None = typer.Option(
         None,
         "--out",
-        help="Output folder (default: shiftbench-demo; cutout: shiftbench-demo-cutout).",
+        help="Output folder (default: shiftbench-demo[-cutout|-frequency]).",
     ),
     quick: bool = typer.Option(False, "--quick", help="~1 minute smoke version (CI)."),
     scenario: str = typer.Option(
-        "shifts", "--scenario", help="shifts (SD vs WD under 4 shifts) or cutout (Table 2)."
+        "shifts",
+        "--scenario",
+        help="shifts (SD vs WD under 4 shifts), cutout (Table 2) or frequency (ring shortcut).",
     ),
     seeds: int | None = typer.Option(
-        None, "--seeds", help="Seeds per method (default 3; quick: 2)."
+        None, "--seeds", help="Seeds per method (default 3; quick: 2; frequency: 2, quick 1)."
     ),
     epochs: int | None = typer.Option(
-        None, "--epochs", help="Training epochs (default 12; quick: 2)."
+        None, "--epochs", help="Training epochs (default 12; quick: 2; frequency: 6)."
     ),
     device: str = typer.Option("auto", "--device"),
     threads: int | None = typer.Option(
@@ -176,6 +188,9 @@ def demo(
     ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an --out that holds a different demo."
+    ),
+    head: str = typer.Option(
+        "softmax", "--head", help="softmax or binary-logit (one logit, BCE, SD γ on it)."
     ),
 ) -> None:
     """Train SD and WD models on the bundled oral tiles and benchmark them end to end."""
@@ -191,4 +206,5 @@ def demo(
         overwrite=overwrite,
         echo=typer.echo,
         threads=threads,
+        head=head,
     )
