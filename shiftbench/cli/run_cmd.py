@@ -4,11 +4,13 @@ over :func:`shiftbench.runner.run`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from shiftbench.cli._options import MagnitudesOption, PluginOption, parse_magnitudes
 from shiftbench.cli.app import app
+from shiftbench.errors import UserInputError
 
 
 @app.command("run")
@@ -17,11 +19,12 @@ def run_command(
     ckpt: list[Path] = typer.Option(
         ..., "--ckpt", metavar="FILE", help="Checkpoint file; repeat for several (same classes)."
     ),
-    data: Path = typer.Option(
-        ...,
+    data: Path | None = typer.Option(
+        None,
         "--data",
         metavar="PATH",
-        help="Image folder (one subfolder per class), CSV manifest or .npz.",
+        help="Image folder (one subfolder per class), CSV manifest or .npz "
+        "(default: the test split recorded in the checkpoints).",
     ),
     shift: list[str] = typer.Option(
         ...,
@@ -29,7 +32,13 @@ def run_command(
         metavar="NAME",
         help="Shift name; repeat or comma-separate; 'all' for every shift.",
     ),
-    out: Path = typer.Option(..., "--out", metavar="DIR", help="Run directory for the tables."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        metavar="DIR",
+        help="Run directory for the tables (default: runs/<checkpoint stem>, or the next free "
+        "runs/<stem>-2, -3, ...).",
+    ),
     magnitudes: MagnitudesOption = None,
     resume: bool = typer.Option(
         False, "--resume", help="Reuse finished cells in --out; compute only the rest."
@@ -103,12 +112,35 @@ def run_command(
     """
     from rich.console import Console
 
+    from shiftbench.checkpoint import load_checkpoint
+    from shiftbench.defaults import default_eval_data, default_run_dir, open_eval_data
     from shiftbench.runner import run
 
     err = Console(stderr=True)
+    checkpoints: list = list(ckpt)
+    if out is None and (resume or overwrite):
+        flag, verb = ("--resume", "resume") if resume else ("--overwrite", "replace")
+        raise UserInputError(f"{flag} needs --out DIR (the run to {verb})")
+    dataset: Any = data
+    if data is None:
+        checkpoints = [
+            load_checkpoint(
+                p, arch=arch, num_classes=num_classes, trust_checkpoint=trust_checkpoint
+            )
+            for p in checkpoints
+        ]
+        recorded = default_eval_data(checkpoints)
+        dataset = open_eval_data(recorded, limit=limit, strict=strict, image_size=image_size)
+        limit = image_size = None  # applied when opening
+        typer.echo(
+            f"evaluating on {recorded}, recorded in the checkpoint (--data to choose)", err=True
+        )
+    if out is None:
+        out = default_run_dir(list(ckpt))
+        typer.echo(f"writing the run to {out} (--out to choose)", err=True)
     result = run(
-        list(ckpt),
-        data,
+        checkpoints,
+        dataset,
         list(shift),
         out=out,
         magnitudes=parse_magnitudes(magnitudes) if magnitudes is not None else None,
