@@ -21,6 +21,7 @@ packages come in three ways:
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -165,12 +166,21 @@ def get_shift(name: str, **params: Any) -> Shift:
     """Instantiate the shift registered as ``name`` with optional parameters.
 
     Raises:
-        UserInputError: ``name`` is not registered (the message lists valid names).
+        UserInputError: ``name`` is not registered (the message lists valid names), or
+            ``params`` names a parameter the shift does not have (the message lists its
+            parameters); the shift's own checks reject bad values.
     """
-    shifts = _all()
-    if name not in shifts:
-        raise UserInputError(f"unknown shift {name!r}; valid shifts: {', '.join(sorted(shifts))}")
-    return shifts[name](**params)
+    cls = get_shift_class(name)
+    if params:
+        accepted = inspect.signature(cls).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+        unknown = [k for k in params if k not in accepted]
+        if unknown and not takes_any:
+            known = ", ".join(accepted) or "none"
+            raise UserInputError(
+                f"shift {name!r} has no parameter {unknown[0]!r}; its parameters: {known}"
+            )
+    return cls(**params)
 
 
 def get_shift_class(name: str) -> type[Shift]:

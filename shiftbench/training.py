@@ -508,17 +508,10 @@ def train_one(
 
 
 def _parse_floats(values: Any, name: str) -> list[float] | None:
-    if values is None:
-        return None
-    if isinstance(values, str):
-        parts = [p for p in values.replace(" ", "").split(",") if p]
-        try:
-            return [float(p) for p in parts]
-        except ValueError:
-            raise UserInputError(
-                f"{name} must be comma-separated numbers; got {values!r}"
-            ) from None
-    return [float(v) for v in values]
+    """``None``, ``"0.01,0.001"``, several such strings or numbers → floats (shared parser)."""
+    from shiftbench.lists import parse_numbers
+
+    return None if values is None else parse_numbers(values, option=name, example="0.01,0.001")
 
 
 def _fmt_list(v: float | list[float] | None) -> str | float | None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import ORAL, clean_oral_rows, read_rgb
 
-from shiftbench.cli._options import parse_magnitudes
+from shiftbench.cli.options import parse_magnitudes
 from shiftbench.cli.shifts_cmd import format_sweep
 from shiftbench.errors import UserInputError
 from shiftbench.preview import GAP, preview_strip, read_image

@@ -65,8 +65,15 @@ def test_run_all_shifts_and_summary(cli, env, tmp_path):
         "5",
     )
     assert code == 0, err
-    assert "accuracy" in stdout and "wrote" in stdout
     metrics = pd.read_csv(out / "metrics.csv")
+    # The printed table: one row per shift (magnitude 1) with the accuracy from metrics.csv.
+    rows = {ln.split("│")[1].strip(): ln for ln in stdout.splitlines() if ln.count("│") == 4}
+    for _, m in metrics.iterrows():
+        cells = [c.strip() for c in rows[m["shift"]].split("│")[1:4]]
+        assert cells == [m["shift"], "1", f"{m['accuracy']:.3f}"], rows[m["shift"]]
+    assert stdout.strip().splitlines()[-1] == (
+        f"wrote {out / 'predictions.parquet'} (40 rows), metrics.csv (5 rows), manifest.json"
+    )
     assert set(metrics["shift"]) == {"blur", "cutout", "eosin", "haematoxylin", "sharpen"}
     pred = pd.read_parquet(out / "predictions.parquet")
     assert len(pred) == 5 * 8

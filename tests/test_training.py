@@ -169,11 +169,15 @@ def test_augmentation_is_seeded_and_uniform_has_sharpening_not_blur():
 
 
 def test_cli_train_and_user_errors(cli, tmp_path, manifest):
-    common = f"--data {manifest} --method wd --out {tmp_path} --epochs 1 --input-size 32"
+    common = f"--data {manifest} --method wd --out {tmp_path} --epochs 1 --image-size 32"
     common += " --limit 48 --no-progress --arch test_resnet"
     code, out, err = cli("train", *common.split(), "--seeds", "0")
     assert code == 0, err
-    assert (tmp_path / "wd_seed0.pt").is_file() and "wrote" in out
+    meta = load_checkpoint(tmp_path / "wd_seed0.pt").meta
+    assert meta["train_input_size"] == 32 and meta["seed"] == 0 and meta["method"] == "wd"
+    acc = meta["val_accuracy"]
+    log = tmp_path / "wd_seed0.log.csv"
+    assert out.strip() == f"wrote {tmp_path / 'wd_seed0.pt'} (val accuracy {acc:.3f}; log {log})"
     code, out, err = cli("train", *common.split())
     assert code == 2 and err.startswith("error:") and "--overwrite" in err
     assert len(err.strip().splitlines()) == 1

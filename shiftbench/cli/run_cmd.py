@@ -8,8 +8,18 @@ from typing import Any
 
 import typer
 
-from shiftbench.cli._options import MagnitudesOption, PluginOption, parse_magnitudes
 from shiftbench.cli.app import app
+from shiftbench.cli.options import (
+    DeviceOption,
+    MagnitudesOption,
+    ParamOption,
+    PluginOption,
+    ProgressOption,
+    configured_shifts,
+    parse_magnitude_options,
+    parse_param_options,
+    shift_names,
+)
 from shiftbench.errors import UserInputError
 
 
@@ -40,13 +50,12 @@ def run_command(
         "runs/<stem>-2, -3, ...).",
     ),
     magnitudes: MagnitudesOption = None,
+    param: ParamOption = None,
     resume: bool = typer.Option(
         False, "--resume", help="Reuse finished cells in --out; compute only the rest."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out."),
-    device: str = typer.Option(
-        "auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."
-    ),
+    device: DeviceOption = "auto",
     batch_size: int | None = typer.Option(
         None,
         "--batch-size",
@@ -103,7 +112,7 @@ def run_command(
         "--channels-last/--no-channels-last",
         help="Channels-last model memory format (default: on for CPU).",
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+    progress: ProgressOption = True,
 ) -> None:
     """Evaluate checkpoints on a test set at every magnitude of each shift.
 
@@ -117,6 +126,7 @@ def run_command(
     from shiftbench.runner import run
 
     err = Console(stderr=True)
+    shifts, common_magnitudes = _shifts(list(shift), magnitudes, param, plugin)
     checkpoints: list = list(ckpt)
     if out is None and (resume or overwrite):
         flag, verb = ("--resume", "resume") if resume else ("--overwrite", "replace")
@@ -141,9 +151,9 @@ def run_command(
     result = run(
         checkpoints,
         dataset,
-        list(shift),
+        shifts,
         out=out,
-        magnitudes=parse_magnitudes(magnitudes) if magnitudes is not None else None,
+        magnitudes=common_magnitudes,
         resume=resume,
         overwrite=overwrite,
         device=device,
@@ -172,6 +182,29 @@ def run_command(
         f"wrote {result.predictions_path} ({n_rows} rows), {result.metrics_path.name} "
         f"({len(result.metrics)} rows), {result.manifest_path.name}"
     )
+
+
+def _shifts(
+    shift: list[str],
+    magnitudes: list[str] | None,
+    param: list[str] | None,
+    plugin: list[str] | None,
+) -> tuple[list[Any], list[float] | None]:
+    """``--shift`` names, or configured instances when per-shift settings are given.
+
+    Returns ``(shifts, magnitudes for every shift)``. With ``--param`` or ``--magnitudes
+    SHIFT=LIST``, each shift is an instance carrying its parameters and its own sweep (so the
+    runner needs no per-shift argument); otherwise the names and the common list go to the
+    runner as they are.
+    """
+    from shiftbench.registry import load_plugins
+
+    load_plugins(list(plugin or []))
+    spec = parse_magnitude_options(magnitudes)
+    params = parse_param_options(param)
+    if not spec.per_shift and not params:
+        return list(shift), spec.common
+    return configured_shifts(shift_names(shift), spec, params), None
 
 
 def _command_line(ctx: typer.Context) -> list[str]:
