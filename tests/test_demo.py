@@ -42,10 +42,28 @@ def test_quick_demo_writes_every_artefact(quick_demo):
     test_rows = pd.read_csv(demo_data_dir() / "test.csv")
     assert set(metrics["n"]) == {min(48, len(test_rows))}
 
-    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html"):
-        assert (out / "leaderboard" / name).stat().st_size > 0
-    for ext in ("png", "pdf", "csv"):
-        assert (out / f"accuracy_vs_magnitude.{ext}").stat().st_size > 0
+    # Leaderboard: one row per method in every format, the baseline named.
+    board = pd.read_csv(out / "leaderboard" / "leaderboard.csv")
+    assert sorted(board["method"]) == ["sd", "wd"]
+    for name in ("leaderboard.md", "leaderboard.html"):
+        text = (out / "leaderboard" / name).read_text()
+        assert "| sd |" in text or "<td>sd</td>" in text, name
+        assert "wd" in text and "balanced_accuracy" in text.replace(" ", "_").lower(), name
+    # Figure: a real PNG and PDF, and its data table covers every shift and magnitude.
+    from PIL import Image
+
+    with Image.open(out / "accuracy_vs_magnitude.png") as im:
+        assert im.format == "PNG" and min(im.size) > 200
+    assert (out / "accuracy_vs_magnitude.pdf").read_bytes().startswith(b"%PDF-")
+    curve = pd.read_csv(out / "accuracy_vs_magnitude.csv")
+    for shift, mags in QUICK_MAGNITUDES.items():
+        got = sorted(curve.loc[curve["shift"] == shift, "magnitude"].unique())
+        assert got == sorted(mags), shift
+
+    # `shiftbench run --ckpt sd_seed0.pt` finds the test split the demo trained beside.
+    from shiftbench.defaults import EvalData, recorded_eval_data
+
+    assert recorded_eval_data(meta) == EvalData(demo_data_dir() / "manifest.csv", "test")
 
     # The summary equals a recomputation from metrics.csv (clean accuracy, mean over seeds).
     summary = pd.read_csv(out / "summary.csv").set_index("method")
