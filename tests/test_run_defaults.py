@@ -74,7 +74,7 @@ def test_default_eval_data_errors_name_data(tmp_path):
         default_eval_data([Ck("a.pt", _recorded_meta()), Ck("b.pt", {"seed": 1})])
     other = tmp_path / "other.csv"
     pd.read_csv(MANIFEST).to_csv(other, index=False)
-    with pytest.raises(UserInputError, match="record different evaluation data.*--data PATH"):
+    with pytest.raises(UserInputError, match=r"record different evaluation data.*--data PATH"):
         default_eval_data([Ck("a.pt", _recorded_meta()), Ck("b.pt", _recorded_meta(other))])
 
 
@@ -85,7 +85,7 @@ def test_run_with_only_ckpt_and_shift(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ("run", "--ckpt", ckpt, "--shift", "eosin", "--magnitudes", "1,0", "--limit", "6")
     fast = ("--workers", "0", "--n-boot", "0", "--no-progress")
-    code, stdout, err = cli(*args, *fast)
+    code, _, err = cli(*args, *fast)
     assert code == 0, err
     assert "writing the run to runs/model " in err and "split == test" in err
     pred = pd.read_parquet(tmp_path / "runs" / "model" / "predictions.parquet")
