@@ -95,3 +95,19 @@ def test_rerun_resumes_and_refuses_to_clobber(quick_demo, cli, tmp_path):
 
     code, _, err = cli("demo", "--scenario", "nope", "--out", tmp_path / "x")
     assert code == 2 and "cutout" in err
+
+
+def test_full_config_keeps_the_study_and_spans_every_sweep():
+    """Full demo: 3 seeds × (sd, wd), all four shifts, each sweep from identity to strongest."""
+    from shiftbench.demo import demo_config
+    from shiftbench.registry import get_shift_class
+
+    cfg = demo_config("shifts")
+    assert cfg.seeds == (0, 1, 2) and not cfg.quick and cfg.train_limit is cfg.test_limit is None
+    assert set(cfg.magnitudes) == set(SHIFTS)
+    for name, mags in cfg.magnitudes.items():
+        cls = get_shift_class(name)
+        assert mags[0] == cls.identity and mags[-1] == cls.magnitudes[-1], name
+        assert set(mags) <= set(cls.magnitudes), f"{name}: magnitudes off the default grid"
+    cutout = demo_config("cutout")
+    assert (cutout.input_size, cutout.epochs, cutout.magnitudes) == (64, 12, None)
