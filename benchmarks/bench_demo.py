@@ -116,23 +116,33 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_reference_images": round(wall * ref, 0),
         "clean_balanced_accuracy": json.dumps(clean),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    new = not args.out.exists()
-    with open(args.out, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
     for k, v in row.items():
         print(f"{k:>26}: {v}")
     phases = ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items() if k != "total")
     scores = ", ".join(f"{k} {v}" for k, v in clean.items())
+    _append(args.out, row)
     print(
         f"bench_demo: {'quick' if args.quick else 'full'} {args.scenario} demo {wall:.0f} s wall "
         f"({wall / 60:.1f} min; {phases}), {cpu:.0f} s user+sys CPU, {args.threads} threads, "
         f"load {row['load_before']} -> {row['load_after']}; clean balanced accuracy {scores}"
     )
     return 0
+
+
+def _append(path: Path, row: dict[str, object]) -> None:
+    """Append ``row`` to the CSV at ``path`` (header first if new; same columns required)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    if not new:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != list(row):
+            sys.exit(f"{path} has other columns ({', '.join(header)}); pass another --out")
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
 
 
 def _cpu_seconds() -> float:
