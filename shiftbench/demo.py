@@ -50,10 +50,9 @@ SCENARIOS = ("shifts", "cutout")
 SHIFTS = ("blur", "sharpen", "haematoxylin", "eosin")
 DEMO_FILE = "demo.json"
 #: Full ``shifts`` demo: input side (px) and epochs (the cutout scenario keeps 64 px, 12 epochs).
-#: Chosen by profiling (results/README-bench_demo.md):
-#: 48 px and 8 epochs cost ~0.4× the training of 64 px × 12 epochs, at the same clean
-#: balanced accuracy (three seeds per method).
-FULL_INPUT_SIZE = 48
+#: Chosen by profiling (results/README-bench_demo.md): 8 epochs cost 2/3 of the training of 12;
+#: 48 px would cost ~0.6× per image but lowered the clean balanced accuracy (0.66 for wd).
+FULL_INPUT_SIZE = 64
 FULL_EPOCHS = 8
 #: Everything the demo writes in ``out`` (``overwrite`` deletes these and nothing else).
 OWNED = (
@@ -144,7 +143,7 @@ def demo_config(
 ) -> DemoConfig:
     """The demo's settings (see docs/tutorials/demo.md for why these values).
 
-    Full: 3 seeds per method, ``resnet10t`` at 48 px, 8 epochs, AdamW (lr 2e-3, cosine),
+    Full: 3 seeds per method, ``resnet10t`` at 64 px, 8 epochs, AdamW (lr 2e-3, cosine),
     basic (D4) augmentation; every test image, :data:`FULL_MAGNITUDES` (26 cells from the
     identity to each shift's strongest default magnitude). Quick: 2 seeds,
     2 epochs, 32 px, the first 200 rows of the manifest for training (111 train, 44 val) and
