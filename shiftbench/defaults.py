@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,12 @@ __all__ = [
     "EVAL_SPLIT",
     "RUNS_ROOT",
     "EvalData",
+    "RunInputs",
     "default_eval_data",
     "default_run_dir",
     "open_eval_data",
     "recorded_eval_data",
+    "resolve_run_inputs",
 ]
 
 #: Parent folder of default run folders (relative to the working directory).
@@ -164,3 +166,78 @@ def open_eval_data(
     )
     subset.native_size = full.native_size
     return subset
+
+
+@dataclass
+class RunInputs:
+    """Arguments for :func:`shiftbench.run` with the defaults filled in.
+
+    Attributes:
+        checkpoints: the paths as given, or loaded checkpoints when their meta was needed.
+        data: the data as given, or the opened recorded test set.
+        out: the run folder.
+        limit, image_size: what :func:`shiftbench.run` still has to apply (``None`` once
+            applied when opening the recorded test set).
+        notes: one line per default that was used (for the user).
+    """
+
+    checkpoints: list[Any]
+    data: Any
+    out: Path
+    limit: int | None
+    image_size: int | None
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_run_inputs(
+    checkpoints: Sequence[str | os.PathLike[str]],
+    data: Any = None,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    limit: int | None = None,
+    strict: bool = False,
+    image_size: int | None = None,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    trust_checkpoint: bool = False,
+) -> RunInputs:
+    """Fill in ``data`` and ``out`` for a run of ``checkpoints`` (see the module docstring).
+
+    Usage (what ``shiftbench run --ckpt model.pt --shift eosin`` does)::
+
+        inputs = resolve_run_inputs(["model.pt"])
+        shiftbench.run(inputs.checkpoints, inputs.data, "eosin", out=inputs.out)
+
+    Raises:
+        UserInputError: ``resume``/``overwrite`` without ``out``; no recorded test set (the
+            message names ``--data``).
+    """
+    from shiftbench.checkpoint import load_checkpoint
+
+    if out is None and (resume or overwrite):
+        flag, verb = ("--resume", "resume") if resume else ("--overwrite", "replace")
+        raise UserInputError(f"{flag} needs --out DIR (the run to {verb})")
+    paths = list(checkpoints)
+    inputs = RunInputs(
+        list(paths), data, Path(out) if out is not None else Path(), limit, image_size
+    )
+    if data is None:
+        loaded = [
+            load_checkpoint(
+                p, arch=arch, num_classes=num_classes, trust_checkpoint=trust_checkpoint
+            )
+            for p in paths
+        ]
+        recorded = default_eval_data(loaded)
+        inputs.checkpoints = loaded
+        inputs.data = open_eval_data(recorded, limit=limit, strict=strict, image_size=image_size)
+        inputs.limit = inputs.image_size = None  # applied when opening
+        inputs.notes.append(
+            f"evaluating on {recorded}, recorded in the checkpoint (--data to choose)"
+        )
+    if out is None:
+        inputs.out = default_run_dir(paths)
+        inputs.notes.append(f"writing the run to {inputs.out} (--out to choose)")
+    return inputs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -111,3 +113,23 @@ def test_run_without_recorded_data_or_out(cli, tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()
     code, _, err = cli("run", "--ckpt", bare, "--shift", "eosin", "--data", TEST_CSV, "--resume")
     assert code == 2 and err.strip() == "error: --resume needs --out DIR (the run to resume)"
+
+
+def test_resolve_run_inputs_for_the_python_api(tmp_path, monkeypatch):
+    from shiftbench.defaults import resolve_run_inputs
+
+    ckpt = save_tiny_checkpoint(tmp_path / "m.pt", class_names=CLASS_NAMES, meta=_recorded_meta())
+    monkeypatch.chdir(tmp_path)
+    given = resolve_run_inputs([ckpt], TEST_CSV, "here", limit=3)
+    assert (given.checkpoints, given.data, given.out, given.limit) == (
+        [ckpt],
+        TEST_CSV,
+        Path("here"),
+        3,
+    )
+    assert given.notes == []
+    filled = resolve_run_inputs([ckpt], limit=3)
+    assert filled.out == Path("runs/m") and filled.limit is None
+    assert [c.path for c in filled.checkpoints] == [ckpt]
+    assert filled.data.paths == open_dataset(TEST_CSV).paths[:3]
+    assert len(filled.notes) == 2

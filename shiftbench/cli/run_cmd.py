@@ -20,7 +20,6 @@ from shiftbench.cli.options import (
     parse_param_options,
     shift_names,
 )
-from shiftbench.errors import UserInputError
 
 
 @app.command("run")
@@ -121,38 +120,31 @@ def run_command(
     """
     from rich.console import Console
 
-    from shiftbench.checkpoint import load_checkpoint
-    from shiftbench.defaults import default_eval_data, default_run_dir, open_eval_data
+    from shiftbench.defaults import resolve_run_inputs
     from shiftbench.runner import run
 
     err = Console(stderr=True)
     shifts, common_magnitudes = _shifts(list(shift), magnitudes, param, plugin)
-    checkpoints: list = list(ckpt)
-    if out is None and (resume or overwrite):
-        flag, verb = ("--resume", "resume") if resume else ("--overwrite", "replace")
-        raise UserInputError(f"{flag} needs --out DIR (the run to {verb})")
-    dataset: Any = data
-    if data is None:
-        checkpoints = [
-            load_checkpoint(
-                p, arch=arch, num_classes=num_classes, trust_checkpoint=trust_checkpoint
-            )
-            for p in checkpoints
-        ]
-        recorded = default_eval_data(checkpoints)
-        dataset = open_eval_data(recorded, limit=limit, strict=strict, image_size=image_size)
-        limit = image_size = None  # applied when opening
-        typer.echo(
-            f"evaluating on {recorded}, recorded in the checkpoint (--data to choose)", err=True
-        )
-    if out is None:
-        out = default_run_dir(list(ckpt))
-        typer.echo(f"writing the run to {out} (--out to choose)", err=True)
+    inputs = resolve_run_inputs(
+        list(ckpt),
+        data,
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        limit=limit,
+        strict=strict,
+        image_size=image_size,
+        arch=arch,
+        num_classes=num_classes,
+        trust_checkpoint=trust_checkpoint,
+    )
+    for note in inputs.notes:
+        typer.echo(note, err=True)
     result = run(
-        checkpoints,
-        dataset,
+        inputs.checkpoints,
+        inputs.data,
         shifts,
-        out=out,
+        out=inputs.out,
         magnitudes=common_magnitudes,
         resume=resume,
         overwrite=overwrite,
@@ -160,7 +152,7 @@ def run_command(
         batch_size=batch_size,
         workers=workers,
         seed=seed,
-        limit=limit,
+        limit=inputs.limit,
         group_by=group_by,
         n_boot=n_boot,
         strict=strict,
@@ -168,7 +160,7 @@ def run_command(
         num_classes=num_classes,
         trust_checkpoint=trust_checkpoint,
         plugins=list(plugin or []),
-        image_size=image_size,
+        image_size=inputs.image_size,
         channels_last=channels_last,
         progress=progress,
         console=err,
