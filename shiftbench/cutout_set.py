@@ -11,7 +11,7 @@ From a binary data set (negative vs positive class) three sets are built:
 ``round`` is round-half-up on the exact decimal product (0.25 · 34 = 8.5 → 9), so the counts are
 exact and reproducible. Which
 images get a cutout is a seeded random choice per class (a CPU ``torch.Generator`` seeded by
-:func:`~shiftbench.shifts.base.derive_seed`). The cutouts themselves are drawn by the registered
+:func:`~shiftbench.rng.derive_seed`). The cutouts themselves are drawn by the registered
 ``cutout`` shift at magnitude ``n_patches`` with ``sample_ids`` = the source data-set indices and
 the same ``seed``: an image's patches are exactly those ``shiftbench run --shift cutout --seed S``
 draws for that sample at that magnitude, and the same image carries the same patches in

@@ -660,18 +660,15 @@ class _Collate:
 
 
 def _stack(images: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack``; in a loader worker straight into shared memory, like ``default_collate``.
+    """``torch.stack``; in a loader worker straight into shared memory.
 
-    Without this the worker stacks into private memory and torch copies the batch into shared
-    memory to send it, and the worker's resident memory grows with the number of batches.
+    :func:`torch.utils.data.default_collate` does exactly that for a list of tensors (public
+    API). Without it the worker stacks into private memory and torch copies the batch into
+    shared memory to send it, and the worker's resident memory grows with the number of batches.
     """
-    if torch.utils.data.get_worker_info() is None:
-        return torch.stack(images)
-    first = images[0]
-    numel = len(images) * first.numel()
-    storage = first._typed_storage()._new_shared(numel, device=first.device)
-    out = first.new(storage).resize_(len(images), *first.shape)
-    return torch.stack(images, out=out)
+    from torch.utils.data import default_collate
+
+    return default_collate(images)
 
 
 def _worker_init(_: int) -> None:

@@ -29,24 +29,27 @@ _WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as ``H×W×3`` uint8 RGB (grey and RGBA files are converted).
+    """Read an image file as ``H×W×3`` uint8 RGB with the data loader's decoder.
+
+    :func:`shiftbench.data.decode_image` (Pillow, then OpenCV for formats Pillow does not
+    identify; grey, palette, RGBA and 16-bit files are converted the same way), so a file gives
+    the same pixels here as in ``shiftbench run``.
 
     Raises:
         UserInputError: the file does not exist or is not a readable image.
     """
-    import cv2
+    from shiftbench.data import UnreadableImage, decode_image
 
     p = Path(path)
     if not p.is_file():
         raise UserInputError(f"image {str(p)!r} does not exist (check the path)")
-    data = np.fromfile(p, dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
+    try:
+        return decode_image(p)
+    except UnreadableImage as e:
         raise UserInputError(
-            f"cannot read {str(p)!r} as an image; use PNG, JPEG, TIFF or another format "
-            "OpenCV reads"
-        )
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            f"cannot read {str(p)!r} as an image ({e.reason}); use PNG, JPEG, TIFF or another "
+            "format Pillow or OpenCV reads"
+        ) from None
 
 
 def write_image(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:

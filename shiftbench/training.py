@@ -30,7 +30,7 @@ Recipe (all choices are recorded in the checkpoint meta):
 
 Determinism: every random draw (initialisation, shuffling, augmentation, dropout) comes from
 ``seed``: shuffling and augmentation use a CPU ``torch.Generator`` seeded per epoch with
-:func:`~shiftbench.shifts.base.derive_seed`; initialisation and dropout use torch's global RNG
+:func:`~shiftbench.rng.derive_seed`; initialisation and dropout use torch's global RNG
 seeded inside :func:`torch.random.fork_rng`, so the caller's RNG state is untouched. Two runs with
 the same arguments on the CPU give identical weights.
 """
@@ -60,7 +60,7 @@ from shiftbench.losses import (
     BinarySpectralDecouplingLoss,
     SpectralDecouplingLoss,
 )
-from shiftbench.shifts.base import derive_seed
+from shiftbench.rng import derive_seed
 
 __all__ = [
     "AUGMENTATIONS",
@@ -70,6 +70,7 @@ __all__ = [
     "load_training_data",
     "train",
     "train_one",
+    "warmup_cosine",
 ]
 
 AUGMENTATIONS = ("none", "basic", "uniform")
@@ -313,14 +314,22 @@ class _Recipe:
     head: str = "softmax"
 
 
-def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up, then cosine decay to 0; stepped once per optimiser step.
 
-    return f
+    With peak rate ``lr`` and ``w = warmup_steps``, ``T = total_steps``, the rate used at step
+    ``s`` (0-based) is ``lr · (s + 1) / w`` for ``s < w``, then
+    ``lr · ½ (1 + cos(π (s − w) / (T − w)))``: torch's ``LinearLR`` followed by
+    ``CosineAnnealingLR`` in a ``SequentialLR``.
+    """
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    w = max(1, int(warmup_steps))
+    warmup = LinearLR(optimizer, start_factor=1.0 / w, end_factor=1.0, total_iters=w - 1)
+    cosine = CosineAnnealingLR(optimizer, T_max=max(1, int(total_steps) - w), eta_min=0.0)
+    return SequentialLR(optimizer, [warmup, cosine], milestones=[w])
 
 
 @torch.no_grad()
@@ -462,7 +471,7 @@ def train_one(
         steps_per_epoch = n // bs if n % bs < 2 else n // bs + 1  # drop a last batch of 1 (BN)
         total = steps_per_epoch * recipe.epochs
         warmup = max(1, min(steps_per_epoch, total // 10))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, warmup))
+        sched = warmup_cosine(opt, total, warmup)
         rows: list[dict[str, Any]] = []
         val: dict[str, float] = {}
         for epoch in range(recipe.epochs):
@@ -521,17 +530,10 @@ def train_one(
 
 
 def _parse_floats(values: Any, name: str) -> list[float] | None:
-    if values is None:
-        return None
-    if isinstance(values, str):
-        parts = [p for p in values.replace(" ", "").split(",") if p]
-        try:
-            return [float(p) for p in parts]
-        except ValueError:
-            raise UserInputError(
-                f"{name} must be comma-separated numbers; got {values!r}"
-            ) from None
-    return [float(v) for v in values]
+    """``None``, ``"0.01,0.001"``, several such strings or numbers → floats (shared parser)."""
+    from shiftbench.lists import parse_numbers
+
+    return None if values is None else parse_numbers(values, option=name, example="0.01,0.001")
 
 
 def _fmt_list(v: float | list[float] | None) -> str | float | None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import ORAL, clean_oral_rows, read_rgb
 
-from shiftbench.cli._options import parse_magnitudes
+from shiftbench.cli.options import parse_magnitudes
 from shiftbench.cli.shifts_cmd import format_sweep
 from shiftbench.errors import UserInputError
 from shiftbench.preview import GAP, preview_strip, read_image
@@ -190,3 +190,24 @@ def test_format_sweep():
     assert format_sweep((0, 1, 2, 4, 8, 16)) == "0, 1, 2, 4, 8, 16"
     assert format_sweep((0, 1, 2, 4, 8, 16, 32)) == "0, 1, 2, 4, 8, 16, 32"
     assert format_sweep((0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)) == "0, 0.1, 0.2, …, 0.6 (7)"
+
+
+def test_preview_reads_pixels_like_the_data_loader(tmp_path):
+    """One decoder: a grey PNG and an RGBA PNG give the loader's pixels (Pillow's conversion)."""
+    from PIL import Image
+
+    from shiftbench.data import open_dataset
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "c").mkdir()
+    grey = Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8), mode="L")
+    grey.save(tmp_path / "c" / "a_grey.png")
+    rgba = Image.fromarray(rng.integers(0, 256, (20, 24, 4), dtype=np.uint8), mode="RGBA")
+    rgba.save(tmp_path / "c" / "b_rgba.png")
+    ds = open_dataset(tmp_path)
+    for i, name in enumerate(("a_grey.png", "b_rgba.png")):
+        expected = ds[i][0].permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(read_image(tmp_path / "c" / name), expected)
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "c" / "a_grey.png")[..., 1], np.asarray(grey)
+    )

@@ -42,10 +42,28 @@ def test_quick_demo_writes_every_artefact(quick_demo):
     test_rows = pd.read_csv(demo_data_dir() / "test.csv")
     assert set(metrics["n"]) == {min(48, len(test_rows))}
 
-    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html"):
-        assert (out / "leaderboard" / name).stat().st_size > 0
-    for ext in ("png", "pdf", "csv"):
-        assert (out / f"accuracy_vs_magnitude.{ext}").stat().st_size > 0
+    # Leaderboard: one row per method in every format, the baseline named.
+    board = pd.read_csv(out / "leaderboard" / "leaderboard.csv")
+    assert sorted(board["method"]) == ["sd", "wd"]
+    for name in ("leaderboard.md", "leaderboard.html"):
+        text = (out / "leaderboard" / name).read_text()
+        assert "| sd |" in text or "<td>sd</td>" in text, name
+        assert "wd" in text and "balanced_accuracy" in text.replace(" ", "_").lower(), name
+    # Figure: a real PNG and PDF, and its data table covers every shift and magnitude.
+    from PIL import Image
+
+    with Image.open(out / "accuracy_vs_magnitude.png") as im:
+        assert im.format == "PNG" and min(im.size) > 200
+    assert (out / "accuracy_vs_magnitude.pdf").read_bytes().startswith(b"%PDF-")
+    curve = pd.read_csv(out / "accuracy_vs_magnitude.csv")
+    for shift, mags in QUICK_MAGNITUDES.items():
+        got = sorted(curve.loc[curve["shift"] == shift, "magnitude"].unique())
+        assert got == sorted(mags), shift
+
+    # `shiftbench run --ckpt sd_seed0.pt` finds the test split the demo trained beside.
+    from shiftbench.defaults import EvalData, recorded_eval_data
+
+    assert recorded_eval_data(meta) == EvalData(demo_data_dir() / "manifest.csv", "test")
 
     # The summary equals a recomputation from metrics.csv (clean accuracy, mean over seeds).
     summary = pd.read_csv(out / "summary.csv").set_index("method")
@@ -77,3 +95,19 @@ def test_rerun_resumes_and_refuses_to_clobber(quick_demo, cli, tmp_path):
 
     code, _, err = cli("demo", "--scenario", "nope", "--out", tmp_path / "x")
     assert code == 2 and "cutout" in err
+
+
+def test_full_config_keeps_the_study_and_spans_every_sweep():
+    """Full demo: 3 seeds × (sd, wd), all four shifts, each sweep from identity to strongest."""
+    from shiftbench.demo import demo_config
+    from shiftbench.registry import get_shift_class
+
+    cfg = demo_config("shifts")
+    assert cfg.seeds == (0, 1, 2) and not cfg.quick and cfg.train_limit is cfg.test_limit is None
+    assert set(cfg.magnitudes) == set(SHIFTS)
+    for name, mags in cfg.magnitudes.items():
+        cls = get_shift_class(name)
+        assert mags[0] == cls.identity and mags[-1] == cls.magnitudes[-1], name
+        assert set(mags) <= set(cls.magnitudes), f"{name}: magnitudes off the default grid"
+    cutout = demo_config("cutout")
+    assert (cutout.input_size, cutout.epochs, cutout.magnitudes) == (64, 12, None)

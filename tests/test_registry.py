@@ -123,3 +123,106 @@ def test_load_plugins_imports_a_module_that_registers(tmp_path, monkeypatch, cle
 def test_load_plugins_with_a_bad_module_is_a_user_error():
     with pytest.raises(UserInputError, match="cannot import plugin module 'no_such_module_xyz'"):
         load_plugins(["no_such_module_xyz"])
+
+
+# -- register_shift, the explicit built-in list, all-or-nothing loading --------------------------
+
+
+def test_register_shift_is_public_and_idempotent(cleanup):
+    from shiftbench.registry import register_shift
+
+    cleanup.append("test_explicit")
+
+    @register_shift  # also registered by subclassing: the decorator changes nothing
+    class Explicit(Shift):
+        name: ClassVar[str] = "test_explicit"
+        magnitudes: ClassVar[tuple[float, ...]] = (0.0, 1.0)
+        identity: ClassVar[float] = 0.0
+        units: ClassVar[str] = "u"
+        description: ClassVar[str] = "x"
+        valid_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    assert get_shift_class("test_explicit") is Explicit
+    with pytest.raises(TypeError, match="expects a Shift subclass"):
+        register_shift(int)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="expects a Shift subclass"):
+        register_shift(Shift)
+
+
+def test_every_shift_module_is_listed_explicitly():
+    """A new file under shiftbench/shifts/ needs its line in BUILTIN_SHIFTS (nothing is scanned)."""
+    from pathlib import Path
+
+    import shiftbench.shifts as pkg
+    from shiftbench.registry import BUILTIN_SHIFTS
+
+    modules = {
+        f"shiftbench.shifts.{p.stem}"
+        for p in Path(pkg.__file__).parent.glob("*.py")
+        if not p.stem.startswith("_") and p.stem != "base"
+    }
+    assert set(BUILTIN_SHIFTS.values()) == modules
+    for name, module in BUILTIN_SHIFTS.items():
+        assert get_shift_class(name).__module__ == module
+
+
+@pytest.fixture
+def fake_builtins(tmp_path, monkeypatch):
+    """BUILTIN_SHIFTS replaced by modules written to tmp_path; the real registry is restored."""
+    from shiftbench import registry
+
+    saved = dict(registry._SHIFTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_builtin_loaded", False)
+    monkeypatch.setattr(registry, "BUILTIN_SHIFTS", {})
+
+    def write(module: str, body: str, names: list[str]) -> None:
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(body))
+        sys.modules.pop(module, None)
+        for n in names:
+            registry.BUILTIN_SHIFTS[n] = module
+
+    yield write
+    registry._SHIFTS.clear()
+    registry._SHIFTS.update(saved)
+    for module in list(sys.modules):
+        if module.startswith("sb_fake_"):
+            sys.modules.pop(module)
+
+
+_FAKE_SHIFT = """
+from shiftbench.shifts.base import Shift
+
+class Fake(Shift):
+    name = "{name}"
+    magnitudes = (0.0, 1.0)
+    identity = 0.0
+    units = "u"
+    description = "fake built-in"
+    valid_range = (0.0, 1.0)
+"""
+
+
+def test_a_failing_builtin_module_leaves_no_partial_registry(fake_builtins, tmp_path):
+    from shiftbench import registry
+    from shiftbench.errors import ShiftbenchError
+
+    fake_builtins("sb_fake_ok", _FAKE_SHIFT.format(name="test_fake_ok"), ["test_fake_ok"])
+    fake_builtins("sb_fake_broken", "raise ImportError('missing dependency xyz')\n", ["test_bad"])
+    before = dict(registry._SHIFTS)
+    for _ in range(2):  # the second call tries again and fails the same way
+        with pytest.raises(ShiftbenchError, match=r"sb_fake_broken failed to load .*xyz"):
+            list_shifts()
+        assert registry._SHIFTS == before, "a partial registry was left behind"
+
+    (tmp_path / "sb_fake_broken.py").write_text(_FAKE_SHIFT.format(name="test_bad"))
+    sys.modules.pop("sb_fake_broken", None)
+    assert {"test_fake_ok", "test_bad"} <= set(list_shifts())
+
+
+def test_a_listed_helper_module_that_registers_nothing_is_an_error(fake_builtins):
+    from shiftbench.errors import ShiftbenchError
+
+    fake_builtins("sb_fake_helper", "def helper():\n    return 1\n", ["test_helper"])
+    with pytest.raises(ShiftbenchError, match="test_helper not registered by its module"):
+        list_shifts()

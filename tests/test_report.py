@@ -189,6 +189,7 @@ def test_leaderboard_equals_direct_sklearn_computation(study, table, tmp_path):
     np.testing.assert_allclose(t["overall_sweep_mean"], overall)
 
 
+@pytest.mark.slow  # > 20 s on 2 busy cores; CI runs it (plain `pytest`)
 def test_leaderboard_interval_equals_materialised_paired_resamples(study, table, tmp_path):
     b = 15
     res = report.leaderboard(study, out=tmp_path, baseline="wd", n_boot=b, seed=7)
@@ -458,6 +459,7 @@ def test_cli_roc_ensembles_and_delong(run_dir, table, tmp_path, cli):
 
 
 # --- figures -----------------------------------------------------------------------------------------
+@pytest.mark.slow  # > 20 s on 2 busy cores; CI runs it (plain `pytest`)
 def test_figures_is_deterministic(run_dir, tmp_path, cli):
     spec = tmp_path / "spec.toml"
     spec.write_text(
@@ -499,6 +501,7 @@ def test_figures_spec_errors(run_dir, tmp_path, cli):
     assert code == 2 and "n_boot = 'many' has the wrong type" in err
 
 
+@pytest.mark.slow  # > 20 s on 2 busy cores; CI runs it (plain `pytest`)
 def test_demo_spec_runs_on_a_demo_shaped_run(tmp_path):
     """benchmarks/demo.toml is valid and complete for a run at shiftbench-demo/run."""
     t = synthetic_predictions(

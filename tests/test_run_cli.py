@@ -68,13 +68,21 @@ def test_run_all_shifts_and_summary(cli, env, tmp_path):
         "5",
     )
     assert code == 0, err
-    assert "accuracy" in stdout and "wrote" in stdout
     metrics = pd.read_csv(out / "metrics.csv")
     every = set(list_shifts())  # "all" = every registered shift
     assert {"blur", "cutout", "eosin", "haematoxylin", "sharpen", "lowpass", "ring"} <= every
     assert set(metrics["shift"]) == every
+    # The printed table: one row per shift (magnitude 1) with the accuracy from metrics.csv.
+    rows = {ln.split("│")[1].strip(): ln for ln in stdout.splitlines() if ln.count("│") == 4}
+    for _, m in metrics.iterrows():
+        cells = [c.strip() for c in rows[m["shift"]].split("│")[1:4]]
+        assert cells == [m["shift"], f"{m['magnitude']:g}", f"{m['accuracy']:.3f}"], rows[m["shift"]]
+    n_rows = len(every) * 8
+    assert stdout.strip().splitlines()[-1] == (
+        f"wrote {out / 'predictions'}/ ({n_rows} rows), metrics.csv ({len(every)} rows), manifest.json"
+    )
     pred = read_predictions(out)
-    assert len(pred) == len(every) * 8
+    assert len(pred) == n_rows
     clean = pred[pred["shift"] == "blur"]["prob_OSCC"].to_numpy()
     cut = pred[pred["shift"] == "cutout"]["prob_OSCC"].to_numpy()
     assert not (clean == cut).all(), "cutout at 1 patch must change some prediction inputs"

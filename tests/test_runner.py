@@ -257,6 +257,7 @@ def slow_plugin():
     sys.modules.pop("_slow_shift", None)
 
 
+@pytest.mark.slow  # > 20 s on 2 busy cores; CI runs it (plain `pytest`)
 def test_kill_9_then_resume_gives_identical_tables(setup, slow_plugin, tmp_path):
     _root, data, a, b = setup
     args = [

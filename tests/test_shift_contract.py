@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
+from typing import ClassVar
 
+import numpy as np
 import pytest
 import torch
 
 import shiftbench
-from shiftbench.shifts.base import derive_seed
+from shiftbench.errors import UserInputError
+from shiftbench.registry import _unregister
+from shiftbench.rng import derive_seed
+from shiftbench.shifts.base import Shift
 
 SHIFTS = shiftbench.list_shifts()
 
@@ -161,3 +167,119 @@ def test_derive_seed_is_stable_and_distinct():
     assert a == derive_seed(0, 5, "cutout", 4.0)
     assert len({a, derive_seed(1, 5, "cutout", 4), derive_seed(0, 6, "cutout", 4)}) == 3
     assert 0 <= a < 2**63
+
+
+# -- stricter contract: in-place writes, empty batches, magnitudes, undeclared randomness --------
+
+
+@pytest.mark.parametrize("name", SHIFTS)
+def test_input_version_counter_unchanged(name, tiles):
+    """No in-place write at all, not even one that restores the values (torch ``_version``)."""
+    shift = shiftbench.get_shift(name)
+    strongest = [shift.identity, non_identity(shift)[-1]]
+    for x, mags in ((tiles.clone(), None), (tiles.float() / 255, strongest)):
+        version = x._version
+        for _ in shift.sweep(x, mags, seed=3):
+            pass
+        assert x._version == version, f"{name} wrote into its input"
+
+
+@pytest.mark.parametrize("name", SHIFTS)
+def test_empty_batch(name, tiles):
+    shift = shiftbench.get_shift(name)
+    for x in (tiles[:0], tiles[:0].float()):
+        steps = list(shift.sweep(x, seed=0, sample_ids=[]))
+        assert [m for m, _ in steps] == [float(m) for m in shift.magnitudes]
+        for _, out in steps:
+            assert out.shape == (0, *tiles.shape[1:]) and out.dtype == x.dtype
+
+
+@pytest.mark.parametrize("name", SHIFTS)
+def test_empty_magnitude_list_is_an_error(name, tiles):
+    shift = shiftbench.get_shift(name)
+    for empty in ([], (), np.array([]), torch.tensor([])):
+        with pytest.raises(UserInputError, match="no magnitudes given"):
+            shift.sweep(tiles, empty)
+
+
+@pytest.mark.parametrize("name", SHIFTS)
+def test_array_valued_magnitudes(name, tiles):
+    shift = shiftbench.get_shift(name)
+    mags = non_identity(shift)[:2]
+    reference = [out for _, out in shift.sweep(tiles, mags, seed=4)]
+    for as_array in (np.array(mags), torch.tensor(mags, dtype=torch.float64)):
+        got = list(shift.sweep(tiles, as_array, seed=4))
+        assert [m for m, _ in got] == [float(m) for m in mags]
+        assert all(torch.equal(a, b) for (_, a), b in zip(got, reference, strict=True))
+    assert torch.equal(shift(tiles, np.float64(mags[0]), seed=4), reference[0])
+    assert torch.equal(shift(tiles, torch.tensor(mags[0]), seed=4), reference[0])
+    for not_one in (np.array(mags), torch.tensor(mags), list(mags)):
+        with pytest.raises(UserInputError, match="not one number"):
+            shift(tiles, not_one)
+    with pytest.raises(UserInputError, match="1-D array"):
+        shift.sweep(tiles, np.array([mags]))
+
+
+def _rng_states() -> tuple:
+    # The legacy global numpy state is exactly what must stay untouched.
+    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()  # noqa: NPY002
+
+
+def check_randomness_declared(shift: Shift, images: torch.Tensor) -> None:
+    """Global RNGs untouched; a shift that is not ``stochastic`` ignores the seed."""
+    mags = non_identity(shift)
+    mags = sorted(set(mags[:1] + mags[len(mags) // 2 : len(mags) // 2 + 1] + mags[-1:]))
+    before = _rng_states()
+    first = [out for _, out in shift.sweep(images, mags, seed=1)]
+    after = _rng_states()
+    assert torch.equal(before[0], after[0]), f"{shift.name} drew from torch's global RNG"
+    assert np.array_equal(before[1], after[1]), f"{shift.name} drew from numpy's global RNG"
+    assert before[2] == after[2], f"{shift.name} drew from Python's global RNG"
+    if not shift.stochastic:
+        second = [out for _, out in shift.sweep(images, mags, seed=2)]
+        assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True)), (
+            f"{shift.name} depends on the seed but does not declare stochastic = True"
+        )
+
+
+@pytest.mark.parametrize("name", SHIFTS)
+def test_randomness_is_declared_and_explicit(name, tiles):
+    check_randomness_declared(shiftbench.get_shift(name), tiles)
+
+
+def _noise_shift(name: str, *, stochastic: bool, draw: str) -> type[Shift]:
+    """A test shift that adds noise from the global RNG or from ``ctx.generator``."""
+
+    class Noise(Shift):
+        magnitudes: ClassVar[tuple[float, ...]] = (0.0, 5.0)
+        identity: ClassVar[float] = 0.0
+        units: ClassVar[str] = "grey levels"
+        description: ClassVar[str] = "additive noise (test)"
+        valid_range: ClassVar[tuple[float, float]] = (0.0, 50.0)
+
+        def apply(self, state, magnitude, ctx):
+            if draw == "global":
+                noise = torch.randn(state.shape)
+            else:
+                g = [ctx.generator(i, magnitude) for i in range(state.shape[0])]
+                noise = torch.stack([torch.randn(state.shape[1:], generator=gi) for gi in g])
+            return (state.float() + magnitude * noise).round().clamp(0, 255).to(torch.uint8)
+
+    return type(f"Noise_{name}", (Noise,), {"name": name, "stochastic": stochastic})
+
+
+def test_undeclared_randomness_is_caught(tiles):
+    names = ["test_noise_global", "test_noise_undeclared", "test_noise_declared"]
+    try:
+        global_rng = _noise_shift(names[0], stochastic=True, draw="global")()
+        with pytest.raises(AssertionError, match="torch's global RNG"):
+            check_randomness_declared(global_rng, tiles)
+        undeclared = _noise_shift(names[1], stochastic=False, draw="generator")()
+        with pytest.raises(RuntimeError, match="does not declare stochastic = True"):
+            undeclared(tiles, 5.0)
+        declared = _noise_shift(names[2], stochastic=True, draw="generator")()
+        check_randomness_declared(declared, tiles)
+        assert not torch.equal(declared(tiles, 5.0, seed=1), declared(tiles, 5.0, seed=2))
+    finally:
+        for n in names:
+            _unregister(n)

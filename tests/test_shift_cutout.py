@@ -9,7 +9,7 @@ from conftest import load_oral_tiles
 
 import shiftbench
 from shiftbench.errors import UserInputError
-from shiftbench.shifts.base import derive_seed
+from shiftbench.rng import derive_seed
 from shiftbench.shifts.cutout import apply_cutout, cutout_boxes
 
 
@@ -123,3 +123,17 @@ def test_bad_arguments(tiles):
         "patch_size": 8,
         "fill": (1, 2, 3),
     }
+
+
+def test_boxes_need_an_explicit_generator():
+    state = torch.get_rng_state()
+    with pytest.raises(UserInputError, match=r"needs a torch\.Generator"):
+        cutout_boxes(4, 50, 60, 8)
+    with pytest.raises(UserInputError, match=r"needs a torch\.Generator"):
+        cutout_boxes(4, 50, 60, 8, generator=0)  # type: ignore[arg-type]
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_empty_batch_gives_an_empty_batch(tiles):
+    out = shiftbench.get_shift("cutout")(tiles[:0], 16, seed=0)
+    assert out.shape == (0, *tiles.shape[1:]) and out.dtype == torch.uint8

@@ -132,6 +132,7 @@ def _two_methods(n=200, seeds=3, seed=0):
     return y, probs(1.6), probs(1.0)
 
 
+@pytest.mark.slow  # > 20 s on 2 busy cores; CI runs it (plain `pytest`)
 @pytest.mark.parametrize("metric", ["accuracy", "balanced_accuracy", "auroc"])
 def test_paired_bootstrap_equals_a_loop_over_materialised_resamples(metric):
     y, pa, pb = _two_methods(n=80)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,13 @@ from shiftbench.checkpoint import load_checkpoint
 from shiftbench.data import open_dataset
 from shiftbench.demo import demo_data_dir
 from shiftbench.losses import SD_LOSS_CONVENTION
-from shiftbench.training import UNIFORM_OPS, augment_batch, load_training_data, train
+from shiftbench.training import (
+    UNIFORM_OPS,
+    augment_batch,
+    load_training_data,
+    train,
+    warmup_cosine,
+)
 
 # timm's 0.37M-parameter test_resnet keeps these runs to seconds; the demo test trains resnet10t.
 SMALL = {
@@ -162,11 +169,15 @@ def test_augmentation_is_seeded_and_uniform_has_sharpening_not_blur():
 
 
 def test_cli_train_and_user_errors(cli, tmp_path, manifest):
-    common = f"--data {manifest} --method wd --out {tmp_path} --epochs 1 --input-size 32"
+    common = f"--data {manifest} --method wd --out {tmp_path} --epochs 1 --image-size 32"
     common += " --limit 48 --no-progress --arch test_resnet"
     code, out, err = cli("train", *common.split(), "--seeds", "0")
     assert code == 0, err
-    assert (tmp_path / "wd_seed0.pt").is_file() and "wrote" in out
+    meta = load_checkpoint(tmp_path / "wd_seed0.pt").meta
+    assert meta["train_input_size"] == 32 and meta["seed"] == 0 and meta["method"] == "wd"
+    acc = meta["val_accuracy"]
+    log = tmp_path / "wd_seed0.log.csv"
+    assert out.strip() == f"wrote {tmp_path / 'wd_seed0.pt'} (val accuracy {acc:.3f}; log {log})"
     code, out, err = cli("train", *common.split())
     assert code == 2 and err.startswith("error:") and "--overwrite" in err
     assert len(err.strip().splitlines()) == 1
@@ -186,3 +197,23 @@ def test_per_class_values_must_match_classes(small_data, tmp_path):
             sd_lambdas=[0.1, 0.1, 0.1],
             **SMALL,
         )
+
+
+@pytest.mark.parametrize(("total", "warmup"), [(276, 23), (24, 2), (10, 1), (5, 5), (1, 1)])
+def test_warmup_cosine_schedule_matches_the_formula(total, warmup):
+    """torch's LinearLR → CosineAnnealingLR gives the documented rates (written out here)."""
+
+    def expected(step: int) -> float:
+        if step < warmup:
+            return 2e-3 * (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        return 2e-3 * 0.5 * (1 + math.cos(math.pi * t))
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=2e-3)
+    sched = warmup_cosine(opt, total, warmup)
+    assert isinstance(sched, torch.optim.lr_scheduler.SequentialLR)
+    for step in range(total):
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected(step), rel=1e-12, abs=1e-15)
+        opt.step()
+        sched.step()

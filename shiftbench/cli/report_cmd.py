@@ -16,26 +16,30 @@ from typing import Annotated, Any
 import typer
 
 from shiftbench.cli.app import app
+from shiftbench.lists import split_list
 
 _RUNS_HELP = "Run directories written by `shiftbench run` (several are concatenated)."
 _PLUGIN_HELP = "Module defining extra shifts (repeatable)."
 
 RunDirs = Annotated[list[Path], typer.Argument(help=_RUNS_HELP, show_default=False)]
-Plugins = Annotated[list[str] | None, typer.Option("--plugin", help=_PLUGIN_HELP)]
+Plugins = Annotated[list[str] | None, typer.Option("--plugin", metavar="MODULE", help=_PLUGIN_HELP)]
 Shifts = Annotated[
     list[str] | None,
-    typer.Option("--shifts", help="Shifts to include, comma-separated or repeated (default: all)."),
+    typer.Option(
+        "--shifts",
+        metavar="LIST",
+        help="Shifts to include, comma-separated or repeated (default: all).",
+    ),
 ]
-NBoot = Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples over test samples.")]
-Seed = Annotated[int, typer.Option("--seed", help="Bootstrap seed.")]
-Ci = Annotated[float, typer.Option("--ci", help="Interval coverage.")]
+NBoot = Annotated[
+    int, typer.Option("--n-boot", metavar="N", help="Bootstrap resamples over test samples.")
+]
+Seed = Annotated[int, typer.Option("--seed", metavar="S", help="Bootstrap seed.")]
+Ci = Annotated[float, typer.Option("--ci", metavar="X", help="Interval coverage.")]
 
 
 def _split(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
-    return out or None
+    return split_list(values, option="--shifts", example="blur,eosin") if values else None
 
 
 @contextmanager
@@ -61,16 +65,21 @@ def _run(fn: Callable[..., Any], **kwargs: Any) -> Any:
 def leaderboard_cmd(
     run_dirs: RunDirs,
     out: Annotated[
-        Path, typer.Option("--out", help="Output folder for leaderboard.{md,csv,html}.")
+        Path,
+        typer.Option("--out", metavar="DIR", help="Output folder for leaderboard.{md,csv,html}."),
     ],
     by: Annotated[
-        str, typer.Option("--by", help="Per-checkpoint column naming the method.")
+        str, typer.Option("--by", metavar="COLUMN", help="Per-checkpoint column naming the method.")
     ] = "method",
     baseline: Annotated[
-        str | None, typer.Option("--baseline", help="Method to compare against (e.g. wd).")
+        str | None,
+        typer.Option("--baseline", metavar="NAME", help="Method to compare against (e.g. wd)."),
     ] = None,
     metric: Annotated[
-        str, typer.Option("--metric", help="accuracy, balanced_accuracy, auroc or recall.")
+        str,
+        typer.Option(
+            "--metric", metavar="NAME", help="accuracy, balanced_accuracy, auroc or recall."
+        ),
     ] = "balanced_accuracy",
     shifts: Shifts = None,
     n_boot: NBoot = 2000,
@@ -102,17 +111,27 @@ def leaderboard_cmd(
 def plot_cmd(
     run_dirs: RunDirs,
     out: Annotated[
-        Path, typer.Option("--out", help="Figure path (.png or .pdf; both and a .csv are written).")
+        Path,
+        typer.Option(
+            "--out", metavar="FILE", help="Figure path (.png or .pdf; both and a .csv are written)."
+        ),
     ],
     metric: Annotated[
-        str, typer.Option("--metric", help="accuracy, balanced_accuracy, auroc or recall.")
+        str,
+        typer.Option(
+            "--metric", metavar="NAME", help="accuracy, balanced_accuracy, auroc or recall."
+        ),
     ] = "accuracy",
     hue: Annotated[
-        str, typer.Option("--hue", help="Per-checkpoint column: one line per value.")
+        str,
+        typer.Option("--hue", metavar="COLUMN", help="Per-checkpoint column: one line per value."),
     ] = "method",
     shifts: Shifts = None,
     band: Annotated[
-        str, typer.Option("--band", help="sd: ±1 SD over seeds; ci: bootstrap CI over samples.")
+        str,
+        typer.Option(
+            "--band", metavar="NAME", help="sd: ±1 SD over seeds; ci: bootstrap CI over samples."
+        ),
     ] = "sd",
     n_boot: NBoot = 2000,
     seed: Seed = 0,
@@ -141,16 +160,18 @@ def plot_cmd(
 @app.command("roc")
 def roc_cmd(
     run_dirs: RunDirs,
-    shift: Annotated[str, typer.Option("--shift", help="Shift name.")],
+    shift: Annotated[str, typer.Option("--shift", metavar="NAME", help="Shift name.")],
     magnitude: Annotated[
-        str, typer.Option("--magnitude", help="A magnitude of the sweep, or 'strongest'.")
+        str,
+        typer.Option("--magnitude", metavar="X", help="A magnitude of the sweep, or 'strongest'."),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Figure path (.png or .pdf).")],
+    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Figure path (.png or .pdf).")],
     by: Annotated[
-        str, typer.Option("--by", help="Per-checkpoint column naming the method.")
+        str, typer.Option("--by", metavar="COLUMN", help="Per-checkpoint column naming the method.")
     ] = "method",
     baseline: Annotated[
-        str | None, typer.Option("--baseline", help="Reference method for DeLong's test.")
+        str | None,
+        typer.Option("--baseline", metavar="NAME", help="Reference method for DeLong's test."),
     ] = None,
     n_boot: NBoot = 2000,
     seed: Seed = 0,
@@ -181,7 +202,9 @@ def figures_cmd(
     spec: Annotated[Path, typer.Argument(help="Figures spec, e.g. benchmarks/demo.toml.")],
     root: Annotated[
         Path | None,
-        typer.Option("--root", help="Resolve the spec's relative paths against this folder."),
+        typer.Option(
+            "--root", metavar="DIR", help="Resolve the spec's relative paths against this folder."
+        ),
     ] = None,
 ) -> None:
     """Regenerate every table and figure listed in a TOML spec from stored runs."""

@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from shiftbench.cli._options import MagnitudesOption, PluginOption, parse_magnitudes
 from shiftbench.cli.app import app
+from shiftbench.cli.options import (
+    DeviceOption,
+    MagnitudesOption,
+    ParamOption,
+    PluginOption,
+    ProgressOption,
+    configured_shifts,
+    parse_magnitude_options,
+    parse_param_options,
+    shift_names,
+)
 
 
 @app.command("run")
@@ -18,11 +29,12 @@ def run_command(
     ckpt: list[Path] = typer.Option(
         ..., "--ckpt", metavar="FILE", help="Checkpoint file; repeat for several (same classes)."
     ),
-    data: Path = typer.Option(
-        ...,
+    data: Path | None = typer.Option(
+        None,
         "--data",
         metavar="PATH",
-        help="Image folder (one subfolder per class), CSV manifest or .npz.",
+        help="Image folder (one subfolder per class), CSV manifest or .npz "
+        "(default: the test split recorded in the checkpoints).",
     ),
     shift: list[str] = typer.Option(
         ...,
@@ -30,15 +42,20 @@ def run_command(
         metavar="NAME",
         help="Shift name; repeat or comma-separate; 'all' for every shift.",
     ),
-    out: Path = typer.Option(..., "--out", metavar="DIR", help="Run directory for the tables."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        metavar="DIR",
+        help="Run directory for the tables (default: runs/<checkpoint stem>, or the next free "
+        "runs/<stem>-2, -3, ...).",
+    ),
     magnitudes: MagnitudesOption = None,
+    param: ParamOption = None,
     resume: bool = typer.Option(
         False, "--resume", help="Reuse finished cells in --out; compute only the rest."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out."),
-    device: str = typer.Option(
-        "auto", "--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps."
-    ),
+    device: DeviceOption = "auto",
     batch_size: int | None = typer.Option(
         None,
         "--batch-size",
@@ -101,7 +118,7 @@ def run_command(
         metavar="DTYPE",
         help="Mixed-precision model forward: bf16 or fp16 (default off: float32).",
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+    progress: ProgressOption = True,
 ) -> None:
     """Evaluate checkpoints on a test set at every magnitude of each shift.
 
@@ -110,23 +127,44 @@ def run_command(
     """
     from rich.console import Console
 
+    from shiftbench.defaults import resolve_run_inputs
+    from shiftbench.errors import UserInputError
     from shiftbench.run.api import run
     from shiftbench.run.rundir import open_predictions
 
     err = Console(stderr=True)
-    result = run(
+    if out is None and _world_size() > 1:
+        # Each rank would pick its own free runs/<stem>-N folder: the ranks must agree.
+        raise UserInputError("under torchrun, give --out explicitly (the same on every rank)")
+    shifts, common_magnitudes = _shifts(list(shift), magnitudes, param, plugin)
+    inputs = resolve_run_inputs(
         list(ckpt),
         data,
-        list(shift),
-        out=out,
-        magnitudes=parse_magnitudes(magnitudes) if magnitudes is not None else None,
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        limit=limit,
+        strict=strict,
+        image_size=image_size,
+        arch=arch,
+        num_classes=num_classes,
+        trust_checkpoint=trust_checkpoint,
+    )
+    for note in inputs.notes:
+        typer.echo(note, err=True)
+    result = run(
+        inputs.checkpoints,
+        inputs.data,
+        shifts,
+        out=inputs.out,
+        magnitudes=common_magnitudes,
         resume=resume,
         overwrite=overwrite,
         device=device,
         batch_size=batch_size,
         workers=workers,
         seed=seed,
-        limit=limit,
+        limit=inputs.limit,
         group_by=group_by,
         n_boot=n_boot,
         strict=strict,
@@ -134,7 +172,7 @@ def run_command(
         num_classes=num_classes,
         trust_checkpoint=trust_checkpoint,
         plugins=list(plugin or []),
-        image_size=image_size,
+        image_size=inputs.image_size,
         channels_last=channels_last,
         amp=amp,
         progress=progress,
@@ -154,6 +192,37 @@ def run_command(
 def _is_main_rank() -> bool:
     """False on ranks other than 0 of a torchrun launch (``RANK`` set by torchrun)."""
     return os.environ.get("RANK", "0").strip() in ("", "0")
+
+
+def _world_size() -> int:
+    """Number of ranks of a torchrun launch (``WORLD_SIZE``; 1 outside torchrun)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def _shifts(
+    shift: list[str],
+    magnitudes: list[str] | None,
+    param: list[str] | None,
+    plugin: list[str] | None,
+) -> tuple[list[Any], list[float] | None]:
+    """``--shift`` names, or configured instances when per-shift settings are given.
+
+    Returns ``(shifts, magnitudes for every shift)``. With ``--param`` or ``--magnitudes
+    SHIFT=LIST``, each shift is an instance carrying its parameters and its own sweep (so the
+    runner needs no per-shift argument); otherwise the names and the common list go to the
+    runner as they are.
+    """
+    from shiftbench.registry import load_plugins
+
+    load_plugins(list(plugin or []))
+    spec = parse_magnitude_options(magnitudes)
+    params = parse_param_options(param)
+    if not spec.per_shift and not params:
+        return list(shift), spec.common
+    return configured_shifts(shift_names(shift), spec, params), None
 
 
 def _command_line(ctx: typer.Context) -> list[str]:

@@ -9,8 +9,15 @@ from typing import Annotated
 
 import typer
 
-from shiftbench.cli._options import MagnitudesOption, PluginOption, parse_magnitudes
 from shiftbench.cli.app import app
+from shiftbench.cli.options import (
+    MagnitudesOption,
+    ParamOption,
+    PluginOption,
+    configured_shifts,
+    parse_magnitude_options,
+    parse_param_options,
+)
 
 __all__ = ["format_sweep", "preview_command", "shifts_command"]
 
@@ -59,21 +66,22 @@ def preview_command(
         str, typer.Option("--shift", metavar="NAME", help="Registered shift (see `shifts`).")
     ],
     image: Annotated[
-        Path, typer.Option("--image", metavar="PATH", help="Input image (PNG, JPEG, TIFF, …).")
+        Path, typer.Option("--image", metavar="FILE", help="Input image (PNG, JPEG, TIFF, …).")
     ],
     out: Annotated[
-        Path, typer.Option("--out", metavar="PATH", help="Output strip (.png, .jpg, …); atomic.")
+        Path, typer.Option("--out", metavar="FILE", help="Output strip (.png, .jpg, …); atomic.")
     ],
     magnitudes: MagnitudesOption = None,
+    param: ParamOption = None,
     seed: Annotated[
-        int, typer.Option("--seed", metavar="INT", help="Seed for stochastic shifts.")
+        int, typer.Option("--seed", metavar="S", help="Seed for stochastic shifts.")
     ] = 0,
     panel_size: Annotated[
         int | None,
         typer.Option(
             "--panel-size",
-            metavar="PX",
-            help="Resize each shifted panel so its longer side is PX pixels (after shifting).",
+            metavar="N",
+            help="Resize each shifted panel so its longer side is N pixels (after shifting).",
         ),
     ] = None,
     plugin: PluginOption = None,
@@ -85,6 +93,16 @@ def preview_command(
 
     load_plugins(plugin or [])
     get_shift_class(shift)  # unknown name: one-line error before reading anything
-    mags = parse_magnitudes(magnitudes) if magnitudes is not None else None
-    path = preview(shift, image, out, mags, seed=seed, panel_size=panel_size)
+    spec = parse_magnitude_options(magnitudes)
+    params = parse_param_options(param)
+    configured_shifts([shift], spec, params)  # settings for another shift: one-line error
+    path = preview(
+        shift,
+        image,
+        out,
+        spec.for_shift(shift),
+        seed=seed,
+        params=params.get(shift),
+        panel_size=panel_size,
+    )
     typer.echo(f"wrote {path}")

@@ -11,77 +11,115 @@ from pathlib import Path
 import typer
 
 from shiftbench.cli.app import app
+from shiftbench.cli.options import DeviceOption, ProgressOption
 from shiftbench.errors import UserInputError
+from shiftbench.lists import parse_numbers
 
 
-def _seeds(seed: int, seeds: str | None) -> list[int]:
-    if seeds is None:
+def _seeds(seed: int, seeds: list[str] | None) -> list[int]:
+    if not seeds:
         return [seed]
-    try:
-        out = [int(s) for s in seeds.replace(" ", "").split(",") if s]
-    except ValueError:
-        raise UserInputError(f"--seeds must be comma-separated integers; got {seeds!r}") from None
-    if not out:
-        raise UserInputError("--seeds is empty; e.g. --seeds 0,1,2")
-    return out
+    return parse_numbers(seeds, option="--seeds", integer=True, unique=True, example="0,1,2")
+
+
+def _image_size(image_size: int | None, input_size: int | None) -> int | None:
+    if input_size is None:
+        return image_size
+    if image_size is not None and image_size != input_size:
+        raise UserInputError("give --image-size only (--input-size is its old name)")
+    typer.echo("warning: --input-size is deprecated; use --image-size", err=True)
+    return input_size
 
 
 @app.command()
 def train(
-    data: Path = typer.Option(..., "--data", help="Image folder, CSV manifest or .npz."),
-    arch: str = typer.Option("resnet10t", "--arch", help="timm architecture (pretrained=False)."),
-    method: str = typer.Option(..., "--method", help="sd (spectral decoupling) or wd."),
-    out: Path = typer.Option(..., "--out", help="Output folder for checkpoints and logs."),
+    data: Path = typer.Option(
+        ..., "--data", metavar="PATH", help="Image folder, CSV manifest or .npz."
+    ),
+    arch: str = typer.Option(
+        "resnet10t", "--arch", metavar="ARCH", help="timm architecture (pretrained=False)."
+    ),
+    method: str = typer.Option(
+        ..., "--method", metavar="NAME", help="sd (spectral decoupling) or wd."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", metavar="DIR", help="Output folder for checkpoints and logs."
+    ),
     sd_lambda: float | None = typer.Option(
-        None, "--sd-lambda", help="λ of Eq. 1 (default 0.01): CE + λ/2·mean(logits²)."
+        None,
+        "--sd-lambda",
+        metavar="X",
+        help="λ of Eq. 1 (default 0.01): CE + λ/2·mean(logits²).",
     ),
-    sd_lambdas: str | None = typer.Option(
-        None, "--sd-lambdas", help="Per-class λ (Eq. 2), class-index order, e.g. 0.01,0.001."
+    sd_lambdas: list[str] | None = typer.Option(
+        None,
+        "--sd-lambdas",
+        metavar="LIST",
+        help="Per-class λ (Eq. 2), class-index order, e.g. 0.01,0.001.",
     ),
-    sd_gammas: str | None = typer.Option(
-        None, "--sd-gammas", help="Per-class γ (Eq. 2), e.g. 0,1 (default all 0)."
+    sd_gammas: list[str] | None = typer.Option(
+        None, "--sd-gammas", metavar="LIST", help="Per-class γ (Eq. 2), e.g. 0,1 (default all 0)."
     ),
-    sd_lambda_grid: str | None = typer.Option(
-        None, "--sd-lambda-grid", help="λ values to try; keeps the best on validation."
+    sd_lambda_grid: list[str] | None = typer.Option(
+        None,
+        "--sd-lambda-grid",
+        metavar="LIST",
+        help="λ values to try; keeps the best on validation.",
     ),
-    sd_gamma_grid: str | None = typer.Option(
-        None, "--sd-gamma-grid", help="γ values to try (grid)."
+    sd_gamma_grid: list[str] | None = typer.Option(
+        None, "--sd-gamma-grid", metavar="LIST", help="γ values to try (grid)."
     ),
     weight_decay: float | None = typer.Option(
-        None, "--weight-decay", help="Weight decay (default 1e-4 for wd, 0 for sd)."
+        None, "--weight-decay", metavar="X", help="Weight decay (default 1e-4 for wd, 0 for sd)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed (one checkpoint)."),
-    seeds: str | None = typer.Option(None, "--seeds", help="Several seeds, e.g. 0,1,2,3,4."),
-    epochs: int = typer.Option(10, "--epochs"),
-    augment: str = typer.Option("basic", "--augment", help="none, basic or uniform."),
-    input_size: int | None = typer.Option(
-        None, "--input-size", help="Training input side in pixels."
+    seed: int = typer.Option(0, "--seed", metavar="S", help="Seed (one checkpoint)."),
+    seeds: list[str] | None = typer.Option(
+        None, "--seeds", metavar="LIST", help="Several seeds, e.g. 0,1,2,3,4."
     ),
+    epochs: int = typer.Option(10, "--epochs", metavar="N", help="Training epochs."),
+    augment: str = typer.Option(
+        "basic", "--augment", metavar="NAME", help="none, basic or uniform."
+    ),
+    image_size: int | None = typer.Option(
+        None,
+        "--image-size",
+        metavar="N",
+        help="Train on NxN images (resized once; default: the images' own size).",
+    ),
+    input_size: int | None = typer.Option(None, "--input-size", metavar="N", hidden=True),
     val_fraction: float = typer.Option(
-        0.2, "--val-fraction", help="Validation hold-out when the data has no 'val' split."
+        0.2,
+        "--val-fraction",
+        metavar="X",
+        help="Validation hold-out when the data has no 'val' split.",
     ),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int = typer.Option(32, "--batch-size", metavar="N", help="Images per step."),
     lr: float | None = typer.Option(
-        None, "--lr", help="Peak learning rate (1e-3 adamw, 0.05 sgd)."
+        None, "--lr", metavar="X", help="Peak learning rate (1e-3 adamw, 0.05 sgd)."
     ),
-    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or sgd."),
-    drop_rate: float = typer.Option(0.0, "--drop-rate", help="Classifier dropout."),
-    drop_path_rate: float = typer.Option(0.0, "--drop-path-rate", help="Stochastic depth."),
-    device: str = typer.Option("auto", "--device"),
+    optimizer: str = typer.Option("adamw", "--optimizer", metavar="NAME", help="adamw or sgd."),
+    drop_rate: float = typer.Option(0.0, "--drop-rate", metavar="X", help="Classifier dropout."),
+    drop_path_rate: float = typer.Option(
+        0.0, "--drop-path-rate", metavar="X", help="Stochastic depth."
+    ),
+    device: DeviceOption = "auto",
     name: str | None = typer.Option(
-        None, "--name", help="Checkpoint prefix (default: the method)."
+        None, "--name", metavar="NAME", help="Checkpoint prefix (default: the method)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain existing checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Keep existing checkpoints."),
-    limit: int | None = typer.Option(None, "--limit", help="Read at most N images (quick checks)."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    limit: int | None = typer.Option(
+        None, "--limit", metavar="N", help="Read at most N images (quick checks)."
+    ),
+    progress: ProgressOption = True,
     head: str = typer.Option(
         "softmax",
         "--head",
+        metavar="NAME",
         help="softmax (one logit per class) or binary-logit (2 classes: one logit, BCE, SD γ on it).",
     ),
     save_every: int | None = typer.Option(
-        None, "--save-every", help="Also keep a checkpoint every K epochs (meta 'epoch')."
+        None, "--save-every", metavar="K", help="Also keep a checkpoint every K epochs (meta 'epoch')."
     ),
 ) -> None:
     """Train checkpoints with spectral decoupling (sd) or weight decay (wd), one per seed."""
@@ -103,7 +141,7 @@ def train(
         seeds=_seeds(seed, seeds),
         epochs=epochs,
         augment=augment,
-        input_size=input_size,
+        input_size=_image_size(image_size, input_size),
         val_fraction=val_fraction,
         batch_size=batch_size,
         lr=lr,
@@ -113,7 +151,7 @@ def train(
         device=device,
         name=name,
         if_exists="overwrite" if overwrite else ("skip" if resume else "error"),
-        progress=not no_progress,
+        progress=progress,
         limit=limit,
         head=head,  # type: ignore[arg-type]
         save_every=save_every,
@@ -127,17 +165,27 @@ def train(
 
 @app.command("make-cutout-set")
 def make_cutout_set(
-    data: Path = typer.Option(..., "--data", help="Binary data set (folder, CSV or .npz)."),
-    out: Path = typer.Option(..., "--out", help="Output folder."),
-    positive_class: str | None = typer.Option(
-        None, "--positive-class", help="Name of the positive class (default: class index 1)."
+    data: Path = typer.Option(
+        ..., "--data", metavar="PATH", help="Binary data set (folder, CSV or .npz)."
     ),
-    n_patches: int = typer.Option(16, "--n-patches", help="Cutouts per image."),
-    patch_size: int = typer.Option(8, "--patch-size", help="Cutout side in pixels."),
-    seed: int = typer.Option(0, "--seed"),
-    fmt: str = typer.Option("folder", "--format", help="folder (PNG files) or npz."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Output folder."),
+    positive_class: str | None = typer.Option(
+        None,
+        "--positive-class",
+        metavar="NAME",
+        help="Name of the positive class (default: class index 1).",
+    ),
+    n_patches: int = typer.Option(16, "--n-patches", metavar="N", help="Cutouts per image."),
+    patch_size: int = typer.Option(8, "--patch-size", metavar="N", help="Cutout side in pixels."),
+    seed: int = typer.Option(0, "--seed", metavar="S", help="Seed of the cutout positions."),
+    fmt: str = typer.Option(
+        "folder", "--format", metavar="NAME", help="folder (PNG files) or npz."
+    ),
     test_fraction: float = typer.Option(
-        0.2, "--test-fraction", help="Test hold-out when the data has no 'split' column."
+        0.2,
+        "--test-fraction",
+        metavar="X",
+        help="Test hold-out when the data has no 'split' column.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
 ) -> None:
@@ -168,30 +216,36 @@ def demo(
     out: Path | None = typer.Option(
         None,
         "--out",
+        metavar="DIR",
         help="Output folder (default: shiftbench-demo[-cutout|-frequency]).",
     ),
     quick: bool = typer.Option(False, "--quick", help="~1 minute smoke version (CI)."),
     scenario: str = typer.Option(
         "shifts",
         "--scenario",
+        metavar="NAME",
         help="shifts (SD vs WD under 4 shifts), cutout (Table 2) or frequency (ring shortcut).",
     ),
     seeds: int | None = typer.Option(
-        None, "--seeds", help="Seeds per method (default 3; quick: 2; frequency: 2, quick 1)."
+        None, "--seeds", metavar="N", help="Seeds per method (default 3; quick: 2; frequency: 2, quick 1)."
     ),
     epochs: int | None = typer.Option(
-        None, "--epochs", help="Training epochs (default 12; quick: 2; frequency: 6)."
+        None, "--epochs", metavar="N", help="Training epochs (default: the demo's; frequency: 6; see docs)."
     ),
-    device: str = typer.Option("auto", "--device"),
+    device: DeviceOption = "auto",
     threads: int | None = typer.Option(
-        None, "--threads", help="torch CPU threads (try 1 when other programs load the CPU)."
+        None,
+        "--threads",
+        metavar="N",
+        help="torch CPU threads (try 1 when other programs load the CPU).",
     ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an --out that holds a different demo."
     ),
     head: str = typer.Option(
-        "softmax", "--head", help="softmax or binary-logit (one logit, BCE, SD γ on it)."
+        "softmax", "--head", metavar="NAME", help="softmax or binary-logit (one logit, BCE, SD γ on it)."
     ),
+    progress: ProgressOption = True,
 ) -> None:
     """Train SD and WD models on the bundled oral tiles and benchmark them end to end."""
     from shiftbench.demo import demo as demo_api
@@ -207,4 +261,5 @@ def demo(
         echo=typer.echo,
         threads=threads,
         head=head,
+        progress=progress,
     )

@@ -11,12 +11,13 @@ The base class owns everything else, so every shift behaves the same: input chec
 checks (``ValueError`` naming the valid range), the identity magnitude (returns a bit-exact copy
 without calling the hooks), float input, and randomness. Randomness comes only from per-sample
 ``torch.Generator`` objects derived from ``(seed, sample_id, shift name, magnitude)`` via
-:func:`derive_seed`, so a sample's output does not depend on batch size, batch order or device.
+:func:`~shiftbench.rng.derive_seed` (re-exported here), so a sample's output does not depend on
+batch size, batch order or device; a shift that does not declare ``stochastic = True`` gets no
+generator (:meth:`SweepContext.generator` raises), so undeclared randomness cannot slip in.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,20 +26,10 @@ from typing import Any, ClassVar
 import torch
 
 from shiftbench.errors import UserInputError
-from shiftbench.registry import _register
+from shiftbench.registry import register_shift
+from shiftbench.rng import derive_seed, generator_for
 
 __all__ = ["Shift", "Sweep", "SweepContext", "check_images", "derive_seed"]
-
-
-def derive_seed(seed: int, sample_id: int, shift: str, magnitude: float | None = None) -> int:
-    """A 63-bit seed from ``(seed, sample_id, shift, magnitude)``, stable across runs and machines.
-
-    ``magnitude=None`` gives a key shared by all magnitudes of a sweep (used by shifts whose
-    random draws should be nested across magnitudes, e.g. cutout positions).
-    """
-    mag = "sweep" if magnitude is None else format(float(magnitude), ".12g")
-    key = f"{int(seed)}|{int(sample_id)}|{shift}|{mag}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
 
 
 @dataclass
@@ -52,6 +43,8 @@ class SweepContext:
         device: device of the batch.
         report: counters a shift may fill in :meth:`Shift.prepare` (e.g. ``{"unchanged": 2}`` for
             images with too little tissue for a stable stain estimate); read via ``Sweep.report``.
+        stochastic: the shift declared ``stochastic = True``; only then may it ask for
+            generators.
     """
 
     shift: str
@@ -59,12 +52,21 @@ class SweepContext:
     sample_ids: list[int]
     device: torch.device
     report: dict[str, Any] = field(default_factory=dict)
+    stochastic: bool = True
 
     def generator(self, index: int, magnitude: float | None = None) -> torch.Generator:
-        """CPU generator for image ``index`` of the batch (draw on CPU, then move to device)."""
-        g = torch.Generator(device="cpu")
-        g.manual_seed(derive_seed(self.seed, self.sample_ids[index], self.shift, magnitude))
-        return g
+        """CPU generator for image ``index`` of the batch (draw on CPU, then move to device).
+
+        Raises:
+            RuntimeError: the shift did not declare ``stochastic = True`` (its runs would not
+                record that the seed matters).
+        """
+        if not self.stochastic:
+            raise RuntimeError(
+                f"shift {self.shift!r} draws random numbers but does not declare "
+                "stochastic = True; set it on the class"
+            )
+        return generator_for(self.seed, self.sample_ids[index], self.shift, magnitude)
 
 
 def check_images(images: Any, name: str = "images") -> None:
@@ -120,13 +122,14 @@ class Sweep:
     def __iter__(self) -> Iterator[tuple[float, torch.Tensor]]:
         images = self.images
         is_float = images.is_floating_point()
-        if is_float:
+        if is_float and images.numel():
             lo, hi = float(images.min()), float(images.max())
             if lo < 0.0 or hi > 1.0:
                 raise UserInputError(
                     f"float images must lie in [0, 1]; got values in [{lo:.3g}, {hi:.3g}] "
                     "(divide uint8 images by 255, or pass them as uint8)"
                 )
+        if is_float:
             images_u8 = images.mul(255.0).round_().to(torch.uint8)
         else:
             images_u8 = images
@@ -176,7 +179,7 @@ class Shift:
                 raise TypeError(f"shift {cls.name!r} must declare class attribute {attr!r}")
         if cls.identity not in cls.magnitudes:
             raise TypeError(f"shift {cls.name!r}: identity {cls.identity} not in its sweep")
-        _register(cls)
+        register_shift(cls)
 
     # -- parameters ---------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -201,6 +204,11 @@ class Shift:
             UserInputError (a ``ValueError``): not a finite number, outside ``valid_range``, or not
             a whole number for an integer shift. The message names the valid range.
         """
+        if getattr(magnitude, "ndim", 0) != 0 or isinstance(magnitude, list | tuple):
+            raise UserInputError(
+                f"{self.name}: magnitude {magnitude!r} is not one number; pass one magnitude per "
+                "call, or several to sweep(images, magnitudes)"
+            )
         try:
             m = float(magnitude)
         except (TypeError, ValueError):
@@ -233,8 +241,9 @@ class Shift:
 
         Args:
             images: ``[B, 3, H, W]`` RGB batch, ``uint8`` (0..255) or float (0..1), any device.
-            magnitudes: defaults to the shift's default sweep (:attr:`magnitudes`). All are
-                validated before any work is done.
+            magnitudes: one or more magnitudes (a sequence, 1-D array or tensor); ``None``
+                (the default) means the shift's default sweep (:attr:`magnitudes`). All are
+                validated before any work is done; an empty sequence is an error.
             generator: source of the base seed when ``seed`` is not given (one draw).
             seed: base seed; with ``sample_ids`` it fixes every random draw (default 0).
             sample_ids: one stable id per image (default ``0..B-1``). Pass data-set indices so
@@ -245,7 +254,7 @@ class Shift:
             shape, dtype and device. The input is never modified.
         """
         check_images(images)
-        mags = [self.check_magnitude(m) for m in (magnitudes or self.magnitudes)]
+        mags = [self.check_magnitude(m) for m in self._magnitude_list(magnitudes)]
         ctx = self._context(images, generator, seed, sample_ids)
         return Sweep(self, images, mags, ctx)
 
@@ -263,6 +272,22 @@ class Shift:
             images, [magnitude], generator=generator, seed=seed, sample_ids=sample_ids
         )
         return next(iter(sweep))[1]
+
+    def _magnitude_list(self, magnitudes: Iterable[float] | None) -> list[Any]:
+        if magnitudes is None:
+            return list(self.magnitudes)
+        if isinstance(magnitudes, str | bytes) or getattr(magnitudes, "ndim", 1) != 1:
+            raise UserInputError(
+                f"{self.name}: magnitudes must be a sequence or 1-D array of numbers; got "
+                f"{magnitudes!r} (one magnitude: shift(images, m))"
+            )
+        mags = list(magnitudes)
+        if not mags:
+            raise UserInputError(
+                f"{self.name}: no magnitudes given; pass at least one, or None for the default "
+                f"sweep ({', '.join(format(float(m), 'g') for m in self.magnitudes)})"
+            )
+        return mags
 
     def _context(
         self,
@@ -285,7 +310,13 @@ class Shift:
             ]
             if len(ids) != n:
                 raise UserInputError(f"got {len(ids)} sample_ids for a batch of {n} images")
-        return SweepContext(shift=self.name, seed=int(seed), sample_ids=ids, device=images.device)
+        return SweepContext(
+            shift=self.name,
+            seed=int(seed),
+            sample_ids=ids,
+            device=images.device,
+            stochastic=bool(self.stochastic),
+        )
 
     # -- hooks for subclasses ---------------------------------------------------------------------
     def prepare(self, images: torch.Tensor, ctx: SweepContext) -> Any:

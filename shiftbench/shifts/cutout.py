@@ -91,12 +91,17 @@ def cutout_boxes(
         height: image height in pixels.
         width: image width in pixels.
         patch_size: patch side ``s`` in pixels (``s ≤ height, width``).
-        generator: CPU ``torch.Generator`` (e.g. ``SweepContext.generator(i, None)``); the
-            global generator if ``None``.
+        generator: CPU ``torch.Generator`` (e.g. ``SweepContext.generator(i, None)``); required:
+            the global RNG is never used.
 
     Returns:
         int64 CPU tensor ``[n_patches, 2]`` of ``(top, left)`` pixel coordinates.
     """
+    if not isinstance(generator, torch.Generator):
+        raise UserInputError(
+            "cutout_boxes needs a torch.Generator, e.g. torch.Generator().manual_seed(0) "
+            f"(shiftbench never draws from the global RNG); got {generator!r}"
+        )
     if not isinstance(n_patches, int) or n_patches < 0:
         raise UserInputError(f"n_patches must be a non-negative int; got {n_patches!r}")
     s = _check_patch(patch_size, height, width)
@@ -204,12 +209,12 @@ class Cutout(Shift):
             # Redrawing from fresh per-sample generators gives the same prefix, so growing the
             # cache is the same as having drawn more patches from the start.
             n = -(-k // BLOCK) * BLOCK
-            h, w = state.images.shape[-2:]
-            state.boxes = torch.stack(
-                [
-                    cutout_boxes(n, h, w, self.patch_size, ctx.generator(i, None))
-                    for i in range(state.images.shape[0])
-                ]
+            b, _, h, w = state.images.shape
+            per_image = [
+                cutout_boxes(n, h, w, self.patch_size, ctx.generator(i, None)) for i in range(b)
+            ]
+            state.boxes = (
+                torch.stack(per_image) if per_image else torch.zeros(0, n, 2, dtype=torch.int64)
             )
         return state.boxes[:, :k]
 
