@@ -9,6 +9,7 @@ import pytest
 import torch
 from _models import CLASS_NAMES, save_tiny_checkpoint
 
+from shiftbench import read_predictions
 from shiftbench.data import open_dataset
 from shiftbench.defaults import (
     EvalData,
@@ -90,7 +91,7 @@ def test_run_with_only_ckpt_and_shift(cli, tmp_path, monkeypatch):
     code, _, err = cli(*args, *fast)
     assert code == 0, err
     assert "writing the run to runs/model " in err and "split == test" in err
-    pred = pd.read_parquet(tmp_path / "runs" / "model" / "predictions.parquet")
+    pred = read_predictions(tmp_path / "runs" / "model")
     first_test_rows = pd.read_csv(TEST_CSV)["path"].head(6).tolist()
     assert sorted(set(pred["path"])) == sorted(first_test_rows)
     assert sorted(set(pred["magnitude"])) == [0.0, 1.0]

@@ -20,7 +20,7 @@ REPORT = STORED / "shiftbench-demo-report"
 SPEC = REPO / "benchmarks" / "demo.toml"
 
 pytestmark = pytest.mark.skipif(
-    not (RUN / "predictions.parquet").is_file(),
+    not (RUN / "manifest.json").is_file(),
     reason=(
         f"the stored demo run is absent ({RUN.relative_to(REPO)}); it is committed with the "
         "repository, see results/README.md for how it is produced"

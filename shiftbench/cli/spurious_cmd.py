@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from shiftbench.cli._options import PluginOption
+from shiftbench.cli.options import PluginOption
 from shiftbench.cli.app import app
 
 _EPILOG = (
