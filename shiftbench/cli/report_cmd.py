@@ -70,7 +70,11 @@ def leaderboard_cmd(
         str | None, typer.Option("--baseline", help="Method to compare against (e.g. wd).")
     ] = None,
     metric: Annotated[
-        str, typer.Option("--metric", help="accuracy, balanced_accuracy, auroc or recall.")
+        str,
+        typer.Option(
+            "--metric",
+            help="accuracy, balanced_accuracy, auroc, recall, or (lower is better) ece, brier, nll.",
+        ),
     ] = "balanced_accuracy",
     shifts: Shifts = None,
     n_boot: NBoot = 2000,
@@ -105,7 +109,11 @@ def plot_cmd(
         Path, typer.Option("--out", help="Figure path (.png or .pdf; both and a .csv are written).")
     ],
     metric: Annotated[
-        str, typer.Option("--metric", help="accuracy, balanced_accuracy, auroc or recall.")
+        str,
+        typer.Option(
+            "--metric",
+            help="accuracy, balanced_accuracy, auroc, recall, or (lower is better) ece, brier, nll.",
+        ),
     ] = "accuracy",
     hue: Annotated[
         str, typer.Option("--hue", help="Per-checkpoint column: one line per value.")
