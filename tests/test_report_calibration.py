@@ -89,3 +89,17 @@ def test_cli_metric_ece_and_unknown_metric(run_v2, tmp_path, cli):
     assert code == 0, err
     code, _, err = cli("leaderboard", run_v2, "--metric", "f1", "--out", tmp_path / "x")
     assert code == 2 and "unknown metric 'f1'" in err and "ece, brier, nll" in err
+
+
+def test_figures_spec_with_calibration_metrics(run_v2, tmp_path, cli):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'runs = ["{run_v2.as_posix()}"]\nout = "report"\nbaseline = "wd"\nn_boot = 50\n\n'
+        '[[leaderboard]]\nname = "lb"\nmetric = "brier"\n\n'
+        '[[plot]]\nname = "fig4"\nmetric = "ece"\n'
+    )
+    code, _, err = cli("figures", spec)
+    assert code == 0, err
+    lb = pd.read_csv(next((tmp_path / "report").rglob("leaderboard.csv")))
+    assert lb["method"].tolist() == ["sd", "wd"] and (lb["metric"] == "brier").all()
+    assert (tmp_path / "report" / "fig4.csv").stat().st_size > 0
