@@ -14,7 +14,9 @@ Three sources of uncertainty are kept apart, because they answer different quest
   two correlated AUROCs (:mod:`shiftbench.delong`).
 
 Robustness summaries (:func:`robustness_summary`) reduce one curve *metric(magnitude)* to a few
-numbers; all supported metrics are "higher is better" and lie in [0, 1]:
+numbers; the classification metrics are "higher is better" and lie in [0, 1] (for the
+calibration errors of :mod:`shiftbench.calibration`, lower is better: pass
+``higher_is_better=False`` and worst / drop / CE flip as documented in the functions):
 
 * ``sweep_mean`` — normalised area under the curve over the magnitude axis:
   ``(1 / (m_max − m_min)) · ∫ metric dm`` by the trapezoid rule over the sorted magnitudes
@@ -505,15 +507,20 @@ def normalised_area(magnitudes: Sequence[float], values: np.ndarray) -> np.ndarr
 
 
 def robustness_summary(
-    magnitudes: Sequence[float], values: np.ndarray, identity: float | None
+    magnitudes: Sequence[float],
+    values: np.ndarray,
+    identity: float | None,
+    higher_is_better: bool = True,
 ) -> dict[str, np.ndarray]:
     """``sweep_mean``, ``worst``, ``clean`` and ``drop`` of curves ``values [..., M]``.
 
     ``clean`` and ``drop`` are NaN when ``identity`` is None or not among the magnitudes.
-    Definitions: see the module docstring.
+    Definitions: see the module docstring. With ``higher_is_better=False`` (an error such as
+    ECE) ``worst`` is the maximum and ``drop = worst − clean``, so drop ≥ 0 is a degradation in
+    both directions.
     """
     mags, vals = _sorted_curve(magnitudes, values)
-    worst = vals.min(axis=-1)
+    worst = vals.min(axis=-1) if higher_is_better else vals.max(axis=-1)
     if identity is not None and np.any(mags == identity):
         clean = vals[..., int(np.flatnonzero(mags == identity)[0])]
     else:
@@ -522,7 +529,7 @@ def robustness_summary(
         "sweep_mean": normalised_area(mags, vals),
         "worst": worst,
         "clean": clean,
-        "drop": clean - worst,
+        "drop": clean - worst if higher_is_better else worst - clean,
     }
 
 
@@ -531,20 +538,25 @@ def corruption_error(
     values: np.ndarray,
     baseline_values: np.ndarray,
     identity: float | None,
+    higher_is_better: bool = True,
 ) -> np.ndarray:
     """Corruption error relative to a baseline curve.
 
     ``CE = Σ_{m ≠ identity} (1 − values_m) / Σ_{m ≠ identity} (1 − baseline_m)`` — errors summed
     over the shifted magnitudes (the identity is left out, as clean error is not a corruption
     error) and divided by the baseline's. ``values`` is ``[..., M]``, ``baseline_values`` ``[M]``
-    (or broadcastable); returns ``[...]``; NaN if the baseline makes no error.
+    (or broadcastable); returns ``[...]``; NaN if the baseline makes no error. With
+    ``higher_is_better=False`` the metric is itself an error (e.g. ECE) and is summed as is:
+    ``CE = Σ values_m / Σ baseline_m``; < 1 is better than the baseline either way.
     """
     mags, vals = _sorted_curve(magnitudes, values)
     _, base = _sorted_curve(magnitudes, baseline_values)
     keep = mags != identity if identity is not None else np.ones(mags.size, bool)
     if not keep.any():
         keep = np.ones(mags.size, bool)
-    err = (1.0 - vals[..., keep]).sum(axis=-1)
-    base_err = (1.0 - base[..., keep]).sum(axis=-1)
+    if higher_is_better:
+        vals, base = 1.0 - vals, 1.0 - base
+    err = vals[..., keep].sum(axis=-1)
+    base_err = base[..., keep].sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(base_err > 0, err / np.where(base_err > 0, base_err, 1.0), np.nan)

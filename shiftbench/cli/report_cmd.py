@@ -78,7 +78,9 @@ def leaderboard_cmd(
     metric: Annotated[
         str,
         typer.Option(
-            "--metric", metavar="NAME", help="accuracy, balanced_accuracy, auroc or recall."
+            "--metric",
+            metavar="NAME",
+            help="accuracy, balanced_accuracy, auroc, recall, or (lower is better) ece, brier, nll.",
         ),
     ] = "balanced_accuracy",
     shifts: Shifts = None,
@@ -119,7 +121,9 @@ def plot_cmd(
     metric: Annotated[
         str,
         typer.Option(
-            "--metric", metavar="NAME", help="accuracy, balanced_accuracy, auroc or recall."
+            "--metric",
+            metavar="NAME",
+            help="accuracy, balanced_accuracy, auroc, recall, or (lower is better) ece, brier, nll.",
         ),
     ] = "accuracy",
     hue: Annotated[

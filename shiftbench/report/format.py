@@ -11,12 +11,15 @@ METRIC_TITLES = {
     "balanced_accuracy": "balanced accuracy",
     "auroc": "AUROC",
     "recall": "recall",
+    "ece": "ECE",
+    "brier": "Brier score",
+    "nll": "NLL",
 }
 
 
 def is_percent(metric: str) -> bool:
-    """Metrics shown in % (all but AUROC)."""
-    return metric != "auroc"
+    """Metrics shown in % (the counting metrics; AUROC and the calibration errors as numbers)."""
+    return metric not in ("auroc", "ece", "brier", "nll")
 
 
 def fmt_value(x: float, metric: str) -> str:

@@ -32,6 +32,7 @@ from shiftbench.report.replicates import (
     check_common,
     group_mean,
     group_sd,
+    higher_is_better,
     interval,
     study_replicates,
 )
@@ -179,21 +180,31 @@ def compute_leaderboard(
     for shift in aligned.shifts:
         mags = aligned.magnitudes[shift]
         curves = np.stack([reps[(shift, m)] for m in mags], axis=-1)  # [1 + B, K, M]
-        columns.update(_shift_columns(shift, curves, aligned, base, boot, ci, clean_shift, notes))
+        columns.update(
+            _shift_columns(shift, curves, aligned, base, boot, ci, clean_shift, notes, metric)
+        )
         sweep_points.append(np.asarray(columns[f"{shift}.sweep_mean_mean"]))
         if base is not None:
             diff_rows += _difference_rows(aligned, reps, shift, metric, base, boot, ci)
         n_samples[shift] = {aligned.cells[(shift, m)].n for m in mags}
     columns["overall_sweep_mean"] = list(np.mean(sweep_points, axis=0))
     differences = pd.DataFrame(diff_rows) if base is not None else None
-    return _ranked(pd.DataFrame(columns), aligned.by), differences, n_samples, clean_shift
+    return (
+        _ranked(pd.DataFrame(columns), aligned.by, higher_is_better(metric)),
+        differences,
+        n_samples,
+        clean_shift,
+    )
 
 
-def _ranked(table: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Sorted by overall sweep mean, then clean score (best first), then name; ``rank`` added."""
+def _ranked(table: pd.DataFrame, by: str, higher_better: bool = True) -> pd.DataFrame:
+    """Sorted by overall sweep mean, then clean score (best first), then name; ``rank`` added.
+
+    Best = highest for the classification metrics, lowest for the calibration errors.
+    """
     sort_cols = ["overall_sweep_mean"] + (["clean_mean"] if "clean_mean" in table else [])
     table = table.sort_values(
-        [*sort_cols, by], ascending=[False] * len(sort_cols) + [True], kind="stable"
+        [*sort_cols, by], ascending=[not higher_better] * len(sort_cols) + [True], kind="stable"
     ).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table
@@ -236,10 +247,12 @@ def _shift_columns(
     ci: float,
     clean_shift: str | None,
     notes: list[str],
+    metric: str = "accuracy",
 ) -> dict[str, list[Any]]:
     """Sweep mean (with difference), worst, drop and CE of one shift from ``curves [1+B, K, M]``."""
     mags, ident = aligned.magnitudes[shift], aligned.identity[shift]
-    summary = robustness_summary(mags, curves, ident)
+    better_up = higher_is_better(metric)
+    summary = robustness_summary(mags, curves, ident, better_up)
     out = _stat_columns(f"{shift}.sweep_mean", summary["sweep_mean"], aligned, base, boot, ci)
     out[f"{shift}.worst_mean"] = list(group_mean(summary["worst"][0], aligned))
     out[f"{shift}.worst_sd_ddof1"] = list(group_sd(summary["worst"][0], aligned))
@@ -251,7 +264,7 @@ def _shift_columns(
     if base is not None:
         baseline = aligned.group_names[base]
         base_curve = curves[0][aligned.members(baseline)].mean(axis=0)  # [M]
-        ce = corruption_error(mags, curves[0], base_curve, ident)  # [K]
+        ce = corruption_error(mags, curves[0], base_curve, ident, better_up)  # [K]
         out[f"{shift}.ce_mean"] = list(group_mean(ce, aligned))
         out[f"{shift}.ce_sd_ddof1"] = list(group_sd(ce, aligned))
     return out
@@ -390,11 +403,14 @@ def _leaderboard_notes(
     clean_shift: str | None,
 ) -> list[str]:
     name = METRIC_TITLES[metric]
-    unit = "in % (points)" if is_percent(metric) else "as a fraction"
+    unit = "in % (points)" if is_percent(metric) else "as a number"
+    up = higher_is_better(metric)
+    direction = "higher is better" if up else "lower is better (a calibration error)"
+    source = "predictions" if up else "class probabilities"
     pct = f"{100 * ci:g} %"
     notes = [
-        f"Metric: {name} ({metric}), {unit}, computed from the stored predictions. Every "
-        "entry 'a ± b' is the mean ± SD (ddof = 1) over seeds (checkpoints) of a method; "
+        f"Metric: {name} ({metric}), {unit}, {direction}, computed from the stored {source}. "
+        "Every entry 'a ± b' is the mean ± SD (ddof = 1) over seeds (checkpoints) of a method; "
         "n/a = undefined (a single seed).",
     ]
     if clean_shift is not None:
@@ -402,17 +418,29 @@ def _leaderboard_notes(
             f"clean = {name} at the identity magnitude (unshifted images; the same rows under "
             "every shift)."
         )
+    worst_txt = (
+        "worst = minimum over the sweep (identity included). leaderboard.csv adds drop = "
+        "clean − worst."
+        if up
+        else "worst = maximum over the sweep (identity included). leaderboard.csv adds drop = "
+        "worst − clean (≥ 0 = degradation)."
+    )
     notes.append(
         "sweep mean = normalised area under the metric-magnitude curve: trapezoid rule over the "
-        "sorted magnitudes divided by the magnitude range. worst = minimum over the sweep "
-        "(identity included). leaderboard.csv adds drop = clean − worst."
+        f"sorted magnitudes divided by the magnitude range. {worst_txt}"
     )
     if baseline is not None:
+        summed = "(1 − metric)" if up else f"the {name} itself (already an error)"
         notes.append(
             f"CE = corruption error relative to the baseline {aligned.by} {baseline!r}: "
-            "Σ over non-identity magnitudes of (1 − metric) of a seed ÷ the same sum for the "
+            f"Σ over non-identity magnitudes of {summed} of a seed ÷ the same sum for the "
             f"baseline's seed-mean metric; < 1 is better than {baseline!r}, the baseline's "
             "mean is 1."
+        )
+        sign = "> 0" if up else "< 0"
+        notes.append(
+            f"Δ = method − {baseline!r} (same sign convention for every metric); "
+            f"Δ {sign} means better than {baseline!r} for {metric}."
         )
         notes.append(
             f"Δ = difference of the seed-averaged score to {baseline!r} with a {pct} "
@@ -442,8 +470,8 @@ def _leaderboard_notes(
         )
     notes.append(f"Runs: {', '.join(study.run_dirs)}.")
     notes.append(
-        "Sorted by overall = mean over shifts of the seed-mean sweep mean (best first), then by "
-        "clean score."
+        "Sorted by overall = mean over shifts of the seed-mean sweep mean (best first: "
+        f"{'highest' if up else 'lowest'} first), then by clean score."
     )
     return notes
 

@@ -17,12 +17,36 @@ import numpy as np
 import pandas as pd
 
 from shiftbench.bootstrap import ResampleWeights, percentile_interval, replicates
+from shiftbench.calibration import DIRECTION, weighted_brier, weighted_ece, weighted_nll
 from shiftbench.errors import UserInputError
 from shiftbench.metrics import weighted_auroc
 from shiftbench.report.align import Aligned, align
 from shiftbench.report.cells import Cell, iter_cells
 from shiftbench.report.study import Study, load_runs
-from shiftbench.stats import bootstrap_p_value, check_metric
+from shiftbench.stats import METRICS, bootstrap_p_value, check_metric
+
+#: Calibration errors computed per cell from the class probabilities (lower is better).
+_CALIBRATION = {"ece": weighted_ece, "brier": weighted_brier, "nll": weighted_nll}
+
+#: Every metric the report commands accept: the classification metrics (higher is better)
+#: then the calibration errors of :mod:`shiftbench.calibration` (lower is better).
+REPORT_METRICS = (*METRICS, *_CALIBRATION)
+
+
+def higher_is_better(metric: str) -> bool:
+    """False for the calibration errors (:data:`shiftbench.calibration.DIRECTION`), else True."""
+    return DIRECTION.get(metric, "higher") == "higher"
+
+
+def check_report_metric(metric: str, num_classes: int) -> None:
+    """Raise :class:`UserInputError` unless the report can compute ``metric``."""
+    if metric in _CALIBRATION:
+        return
+    if metric not in METRICS:
+        raise UserInputError(
+            f"unknown metric {metric!r}; valid metrics: {', '.join(REPORT_METRICS)}"
+        )
+    check_metric(metric, num_classes)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -40,6 +64,8 @@ def checkpoint_values(
     indicators are integers, so every sum is exact and the values equal the per-checkpoint ones.
     """
     num_classes = probs.shape[2]
+    if metric in _CALIBRATION:
+        return np.stack([_CALIBRATION[metric](w, labels, p) for p in probs], axis=1)
     if metric == "auroc":
         return np.stack([weighted_auroc(w, labels, p) for p in probs], axis=1)
     if metric == "accuracy":
@@ -75,7 +101,7 @@ def study_replicates(
 
     Cells are streamed (one in memory at a time); the resample weights are shared.
     """
-    check_metric(metric, study.num_classes)
+    check_report_metric(metric, study.num_classes)
     weights = ResampleWeights(
         aligned.universe.size, n_boot, seed, with_point=True, cache=n_boot > 0
     )
@@ -144,7 +170,7 @@ def interval(reps: np.ndarray, ci: float) -> tuple[float, float, float]:
 
 def check_common(metric: str, n_boot: int, ci: float, num_classes: int) -> None:
     """Raise :class:`UserInputError` on a bad metric, ``n_boot`` or ``ci``."""
-    check_metric(metric, num_classes)
+    check_report_metric(metric, num_classes)
     if n_boot < 0:
         raise UserInputError(f"n_boot must be ≥ 0; got {n_boot}")
     if not 0.0 < ci < 1.0:

@@ -87,7 +87,13 @@ def roc(
     Per method (value of ``by``), the ensemble is the mean positive-class probability over its
     seeds. The legend gives its AUROC with a ``ci`` percentile bootstrap interval over test
     samples, and for every method but the baseline DeLong's two-sided test of its AUROC against
-    the baseline's (same samples). Binary tasks only; the positive class is the second class.
+    the baseline's (same samples). The positive class is the second class.
+
+    With C > 2 classes, per method the ensemble's mean class probabilities give one one-vs-rest
+    curve per class plus the macro-average curve (drawn thick; its AUROC = the mean of the class
+    AUROCs = scikit-learn's ``roc_auc_score(multi_class="ovr", average="macro")``), each AUROC
+    with a percentile bootstrap CI (:func:`shiftbench.multiclass_roc.multiclass_roc`). DeLong's
+    test is binary and is not computed (noted in the title and in ``notes``).
 
     Args:
         runs: run directories (or a loaded :class:`Study`).
@@ -106,12 +112,7 @@ def roc(
     paths = figure_paths(out)
     paths["summary"] = paths["csv"].with_name(paths["csv"].stem + "_auroc.csv")
     study = runs if isinstance(runs, Study) else load_runs(runs, plugins=plugins)
-    if study.num_classes != 2:
-        raise UserInputError(
-            f"roc needs a binary task; these runs have {study.num_classes} classes "
-            f"({', '.join(study.class_names)})"
-        )
-    check_common("auroc", n_boot, ci, 2)
+    check_common("auroc", n_boot, ci, study.num_classes)
     if n_boot < 1:
         raise UserInputError("roc needs n_boot ≥ 1 for the AUROC interval")
     aligned = align(study, by, [shift])
@@ -122,6 +123,22 @@ def roc(
         raise UserInputError(f"{shift} {mag:g}: the test set has one class only; AUROC undefined")
     notes: list[str] = []
     ref = baseline if baseline is not None else aligned.group_names[0]
+    if study.num_classes > 2:
+        summary, curves, notes = compute_multiclass_roc(
+            cell, aligned, mag, study.class_names, n_boot, seed, ci
+        )
+        if title is None:
+            title = (
+                f"One-vs-rest ROC of seed ensembles: {shift}, {aligned.units[shift]} = {mag:g}, "
+                f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
+                "macro = mean over classes; DeLong: binary only, not computed"
+            )
+        fig = draw_multiclass_roc(summary, curves, aligned, title)
+        write_csv(paths["csv"], curves)
+        write_csv(paths["summary"], summary)
+        save_figure(fig, paths["png"])
+        save_figure(fig, paths["pdf"])
+        return RocResult(summary, curves, paths, notes)
     summary, curves = compute_roc(cell, aligned, mag, ref, n_boot, seed, ci)
     if title is None:
         title = (
@@ -193,6 +210,105 @@ def compute_roc(
     curves = pd.DataFrame(curve_rows)
 
     return summary, curves
+
+
+def compute_multiclass_roc(
+    cell: Cell,
+    aligned: Aligned,
+    mag: float,
+    class_names: list[str],
+    n_boot: int,
+    seed: int,
+    ci: float,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """``(summary, curves, notes)`` of the one-vs-rest ROC of every method's seed ensemble.
+
+    ``summary``: one row per method × curve (each class and ``macro``) with ``n_positive``,
+    ``n_negative``, ``auroc`` and its CI; ``curves``: the ROC points (``curve, fpr, tpr,
+    threshold``) per method.
+    """
+    from shiftbench.multiclass_roc import multiclass_roc
+
+    notes = [
+        "DeLong's test compares two binary AUROCs; it is not computed for "
+        f"{len(class_names)} classes (compare methods by their bootstrap CIs)."
+    ]
+    summaries, curve_tables = [], []
+    for g in aligned.group_names:
+        ens = ensemble_probs(cell.probs[aligned.members(g)])
+        res = multiclass_roc(
+            cell.labels, ens, class_names=list(class_names), n_boot=n_boot, seed=seed, ci=ci
+        )
+        head = {
+            aligned.by: g,
+            "shift": cell.shift,
+            "units": aligned.units[cell.shift],
+            "magnitude": mag,
+            "n_seeds": aligned.n_seeds(g),
+            "n_samples": cell.ids.size,
+        }
+        summaries.append(res.auroc.assign(**head)[[*head, *res.auroc.columns]])
+        curve_tables.append(res.curves.assign(**{aligned.by: g})[[aligned.by, *res.curves]])
+        if res.undefined and g == aligned.group_names[0]:
+            notes.append(
+                f"classes without a ROC curve (no positive or no negative sample): "
+                f"{', '.join(res.undefined)}"
+            )
+    return (
+        pd.concat(summaries, ignore_index=True),
+        pd.concat(curve_tables, ignore_index=True),
+        notes,
+    )
+
+
+def draw_multiclass_roc(
+    summary: pd.DataFrame, curves: pd.DataFrame, aligned: Aligned, title: str
+) -> Any:
+    """One panel per method: a thin curve per class, the macro-average curve thick and black."""
+    from matplotlib.figure import Figure
+
+    from shiftbench.multiclass_roc import MACRO
+
+    groups = aligned.group_names
+    fig = Figure(figsize=(5.2 * len(groups), 5.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)[0])
+    class_curves = [c for c in dict.fromkeys(curves["curve"]) if c != MACRO]
+    colors = palette(len(class_curves))
+    for ax, g in zip(axes, groups, strict=True):
+        ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
+        sg = summary[summary[aligned.by] == g].set_index("curve")
+        cg = curves[curves[aligned.by] == g]
+        for name in [*class_curves, MACRO]:
+            pts = cg[cg["curve"] == name]
+            if pts.empty:
+                continue
+            r = sg.loc[name]
+            macro = name == MACRO
+            ax.plot(
+                pts["fpr"],
+                pts["tpr"],
+                color="black" if macro else colors[class_curves.index(name)],
+                linewidth=2.6 if macro else 1.1,
+                alpha=1.0 if macro else 0.8,
+                zorder=3 if macro else 2,
+                label=f"{name}: {r['auroc']:.3f} [{r['auroc_ci_low']:.3f}, "
+                f"{r['auroc_ci_high']:.3f}]",
+            )
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.set_xlabel("false positive rate (one-vs-rest)")
+        ax.set_ylabel("true positive rate (one-vs-rest)")
+        ax.grid(True, color="#dddddd", linewidth=0.6)
+        ax.legend(
+            loc="lower right",
+            fontsize=7,
+            frameon=True,
+            title=f"{g} (ensemble of {aligned.n_seeds(g)}): AUROC [CI]",
+            title_fontsize=7.5,
+        )
+    fig.suptitle(title, fontsize=9)
+    return fig
 
 
 def _draw_roc(
