@@ -376,13 +376,10 @@ def load_checkpoint(
     )
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file (streamed by :func:`hashlib.file_digest`)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -451,7 +451,8 @@ def test_cli_roc_ensembles_and_delong(run_dir, table, tmp_path, cli):
         assert summary.at[method, "auroc"] == pytest.approx(roc_auc_score(labels, mean_p), abs=1e-5)
         assert summary.at[method, "auroc_ci_low"] < summary.at[method, "auroc"]
     assert np.isnan(summary.at["wd", "delong_p"]) and summary.at["sd", "delong_p"] < 0.05
-    assert (tmp_path / "roc.pdf").stat().st_size > 0 and (tmp_path / "roc.csv").stat().st_size > 0
+    _assert_real_file(tmp_path / "roc.pdf")
+    assert {"fpr", "tpr"} <= set(pd.read_csv(tmp_path / "roc.csv").columns)
     code, _, err = cli(
         "roc", run_dir, "--shift", "synth_blur", "--magnitude", "18", "--out", tmp_path / "roc.png"
     )
@@ -481,7 +482,20 @@ def test_figures_is_deterministic(run_dir, tmp_path, cli):
     second = {p.name: p.read_bytes() for p in outdir.rglob("*") if p.suffix in (".csv", ".md")}
     assert first == second
     for name in ("fig4.png", "fig4.pdf", "fig7.png", "fig7.pdf", "lb/leaderboard.html"):
-        assert (outdir / name).stat().st_size > 0
+        _assert_real_file(outdir / name)
+
+
+def _assert_real_file(path):
+    """The file is what its suffix says: a PNG/PDF by its magic bytes, HTML with a table."""
+    data = path.read_bytes()
+    if path.suffix == ".png":
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5_000, path
+    elif path.suffix == ".pdf":
+        assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF"), path
+    elif path.suffix == ".html":
+        assert b"<table" in data and b"</html>" in data, path
+    else:
+        raise AssertionError(f"no content check for {path}")
 
 
 def test_figures_spec_errors(run_dir, tmp_path, cli):
