@@ -76,7 +76,9 @@ def test_run_all_shifts_and_summary(cli, env, tmp_path):
     rows = {ln.split("│")[1].strip(): ln for ln in stdout.splitlines() if ln.count("│") == 4}
     for _, m in metrics.iterrows():
         cells = [c.strip() for c in rows[m["shift"]].split("│")[1:4]]
-        assert cells == [m["shift"], f"{m['magnitude']:g}", f"{m['accuracy']:.3f}"], rows[m["shift"]]
+        assert cells == [m["shift"], f"{m['magnitude']:g}", f"{m['accuracy']:.3f}"], rows[
+            m["shift"]
+        ]
     n_rows = len(every) * 8
     assert stdout.strip().splitlines()[-1] == (
         f"wrote {out / 'predictions'}/ ({n_rows} rows), metrics.csv ({len(every)} rows), manifest.json"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from shiftbench.cli.options import PluginOption
 from shiftbench.cli.app import app
+from shiftbench.cli.options import PluginOption
 
 _EPILOG = (
     "Output (all CSV manifests readable by train/run --data): OUT/train_d<d>.csv, "

@@ -119,7 +119,10 @@ def train(
         help="softmax (one logit per class) or binary-logit (2 classes: one logit, BCE, SD γ on it).",
     ),
     save_every: int | None = typer.Option(
-        None, "--save-every", metavar="K", help="Also keep a checkpoint every K epochs (meta 'epoch')."
+        None,
+        "--save-every",
+        metavar="K",
+        help="Also keep a checkpoint every K epochs (meta 'epoch').",
     ),
 ) -> None:
     """Train checkpoints with spectral decoupling (sd) or weight decay (wd), one per seed."""
@@ -227,10 +230,16 @@ def demo(
         help="shifts (SD vs WD under 4 shifts), cutout (Table 2) or frequency (ring shortcut).",
     ),
     seeds: int | None = typer.Option(
-        None, "--seeds", metavar="N", help="Seeds per method (default 3; quick: 2; frequency: 2, quick 1)."
+        None,
+        "--seeds",
+        metavar="N",
+        help="Seeds per method (default 3; quick: 2; frequency: 2, quick 1).",
     ),
     epochs: int | None = typer.Option(
-        None, "--epochs", metavar="N", help="Training epochs (default: the demo's; frequency: 6; see docs)."
+        None,
+        "--epochs",
+        metavar="N",
+        help="Training epochs (default: the demo's; frequency: 6; see docs).",
     ),
     device: DeviceOption = "auto",
     threads: int | None = typer.Option(
@@ -243,7 +252,10 @@ def demo(
         False, "--overwrite", help="Replace an --out that holds a different demo."
     ),
     head: str = typer.Option(
-        "softmax", "--head", metavar="NAME", help="softmax or binary-logit (one logit, BCE, SD γ on it)."
+        "softmax",
+        "--head",
+        metavar="NAME",
+        help="softmax or binary-logit (one logit, BCE, SD γ on it).",
     ),
     progress: ProgressOption = True,
 ) -> None:
