@@ -80,21 +80,27 @@ def weighted_balanced_accuracy(
 def weighted_binary_auroc(w: np.ndarray, is_positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """AUROC = P(score_pos > score_neg) + ½·P(tie), under each row of weights → [m].
 
-    Sorting once and summing weights per group of tied scores makes it O(m·n).
+    Sorting once and summing weights per group of tied scores (differences of running sums at the
+    groups' ends) makes it O(m·n). Integer counts throughout: exact, so the result does not depend
+    on the weights' dtype (integer-valued floats are truncated to integers).
     NaN where a resample has no positive or no negative sample.
     """
+    m = w.shape[0]
+    if len(scores) == 0:
+        return np.full(m, np.nan)
     order = np.argsort(scores, kind="stable")
     s = scores[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    w_sorted = w[:, order]
-    # Integer counts throughout: exact, and half the memory traffic of float64.
-    w_pos = w_sorted * is_positive[order].astype(w_sorted.dtype)
-    w_neg = w_sorted - w_pos
-    neg_in_group = np.add.reduceat(w_neg, starts, axis=1, dtype=np.int64)  # [m, G]
-    pos_in_group = np.add.reduceat(w_pos, starts, axis=1, dtype=np.int64)
-    neg_below = np.cumsum(neg_in_group, axis=1) - neg_in_group
-    twice_wins = (pos_in_group * (2 * neg_below + neg_in_group)).sum(axis=1)
-    pairs = pos_in_group.sum(axis=1) * neg_in_group.sum(axis=1)
+    ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each tie group
+    w_sorted = w[:, order].astype(np.int64)
+    w_pos = w_sorted * is_positive[order].astype(np.int64)
+    pos_upto = np.cumsum(w_pos, axis=1)[:, ends]  # [m, G]: positives up to the group's end
+    neg_upto = np.cumsum(w_sorted - w_pos, axis=1)[:, ends]
+    pos_in_group = np.diff(pos_upto, axis=1, prepend=0)
+    neg_below = np.concatenate([np.zeros((m, 1), np.int64), neg_upto[:, :-1]], axis=1)
+    # a positive beats the negatives below its group and ties (½) with those in it:
+    # 2·wins = pos·(2·neg_below + neg_in_group) = pos·(neg_below + neg_upto)
+    twice_wins = (pos_in_group * (neg_below + neg_upto)).sum(axis=1)
+    pairs = pos_upto[:, -1] * neg_upto[:, -1]
     return _ratio(twice_wins / 2.0, pairs.astype(np.float64))
 
 
