@@ -21,6 +21,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_scor
 
 from shiftbench.bootstrap import (
     ResampleWeights,
+    _single_threaded_blas,
     bootstrap_weight_blocks,
     bootstrap_weights,
     percentile_interval,
@@ -32,6 +33,7 @@ __all__ = [
     "bootstrap_weight_blocks",
     "bootstrap_weights",
     "cell_metrics",
+    "same_size_cell_metrics",
     "weighted_accuracy",
     "weighted_auroc",
     "weighted_balanced_accuracy",
@@ -78,21 +80,27 @@ def weighted_balanced_accuracy(
 def weighted_binary_auroc(w: np.ndarray, is_positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """AUROC = P(score_pos > score_neg) + ½·P(tie), under each row of weights → [m].
 
-    Sorting once and summing weights per group of tied scores makes it O(m·n).
+    Sorting once and summing weights per group of tied scores (differences of running sums at the
+    groups' ends) makes it O(m·n). Integer counts throughout: exact, so the result does not depend
+    on the weights' dtype (integer-valued floats are truncated to integers).
     NaN where a resample has no positive or no negative sample.
     """
+    m = w.shape[0]
+    if len(scores) == 0:
+        return np.full(m, np.nan)
     order = np.argsort(scores, kind="stable")
     s = scores[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    w_sorted = w[:, order]
-    # Integer counts throughout: exact, and half the memory traffic of float64.
-    w_pos = w_sorted * is_positive[order].astype(w_sorted.dtype)
-    w_neg = w_sorted - w_pos
-    neg_in_group = np.add.reduceat(w_neg, starts, axis=1, dtype=np.int64)  # [m, G]
-    pos_in_group = np.add.reduceat(w_pos, starts, axis=1, dtype=np.int64)
-    neg_below = np.cumsum(neg_in_group, axis=1) - neg_in_group
-    twice_wins = (pos_in_group * (2 * neg_below + neg_in_group)).sum(axis=1)
-    pairs = pos_in_group.sum(axis=1) * neg_in_group.sum(axis=1)
+    ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # last index of each tie group
+    w_sorted = w[:, order].astype(np.int64)
+    w_pos = w_sorted * is_positive[order].astype(np.int64)
+    pos_upto = np.cumsum(w_pos, axis=1)[:, ends]  # [m, G]: positives up to the group's end
+    neg_upto = np.cumsum(w_sorted - w_pos, axis=1)[:, ends]
+    pos_in_group = np.diff(pos_upto, axis=1, prepend=0)
+    neg_below = np.concatenate([np.zeros((m, 1), np.int64), neg_upto[:, :-1]], axis=1)
+    # a positive beats the negatives below its group and ties (½) with those in it:
+    # 2·wins = pos·(2·neg_below + neg_in_group) = pos·(neg_below + neg_upto)
+    twice_wins = (pos_in_group * (neg_below + neg_upto)).sum(axis=1)
+    pairs = pos_upto[:, -1] * neg_upto[:, -1]
     return _ratio(twice_wins / 2.0, pairs.astype(np.float64))
 
 
@@ -192,6 +200,107 @@ def cell_metrics(
             lambda w: np.stack([weighted[k](w) for k in names], axis=1),
             ResampleWeights(n, n_boot, seed),
         )
+    for j, k in enumerate(names):
+        out[k] = point[k]
+        if boots.shape[0] and np.isfinite(point[k]):
+            out[f"{k}_ci_low"], out[f"{k}_ci_high"] = percentile_interval(boots[:, j], ci)
+        else:
+            out[f"{k}_ci_low"] = out[f"{k}_ci_high"] = float("nan")
+    return out
+
+
+def same_size_cell_metrics(
+    cells: list[tuple[np.ndarray, np.ndarray]],
+    weights: ResampleWeights | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> list[dict[str, float]]:
+    """:func:`cell_metrics` of several cells of the same size ``n``, one draw of the resamples.
+
+    ``cell_metrics(labels, probs, n_boot=n_boot, seed=seed)`` resamples by position with
+    ``ResampleWeights(n, n_boot, seed)``, so cells of equal size (e.g. every checkpoint of one
+    shift × magnitude) share their resamples; here each block of counts is drawn (or read from
+    ``weights``, e.g. a cached :class:`ResampleWeights` reused across calls) once and every cell
+    is evaluated against it. Results equal ``[cell_metrics(l, p, ...) for l, p in cells]`` bit for
+    bit: the weighted sums are exact integers, whatever the weights' dtype.
+
+    Args:
+        cells: ``(labels [n], probs [n, C])`` per cell, all of the same ``n``.
+        weights: the resamples to use (must be ``(n, n_boot, seed)`` without the point row);
+            None draws them.
+        n_boot: bootstrap resamples (0 → CIs are NaN).
+        seed: resampling seed.
+        ci: coverage of the two-sided percentile interval.
+
+    Returns:
+        One :func:`cell_metrics` dict per cell, in order.
+    """
+    prepared = [_prepare(labels, probs) for labels, probs in cells]
+    sizes = {len(labels) for labels, _, _, _ in prepared}
+    if len(sizes) > 1:
+        raise ValueError(f"cells must all have the same number of samples; got {sorted(sizes)}")
+    n = sizes.pop() if sizes else 0
+    if n == 0:
+        return [{"n": 0.0} for _ in prepared]
+    if weights is None:
+        weights = ResampleWeights(n, n_boot, seed)
+    if (weights.n, weights.n_boot, weights.seed, weights.with_point) != (n, n_boot, seed, False):
+        raise ValueError("weights must be ResampleWeights(n, n_boot, seed) of these cells")
+    names = [_names(probs.shape[1]) for _, probs, _, _ in prepared]
+    boots = [np.empty((n_boot, len(k))) for k in names]
+    with _single_threaded_blas():
+        for rows, counts in weights.count_blocks() if n_boot > 0 else ():
+            w = counts.astype(np.float64)
+            for (labels, probs, preds, _), k, out in zip(prepared, names, boots, strict=True):
+                out[rows] = _replicate_block(w, counts, labels, probs, preds, k)
+    return [
+        _finish(n, point, k, b, ci)
+        for (_, _, _, point), k, b in zip(prepared, names, boots, strict=True)
+    ]
+
+
+def _prepare(
+    labels: np.ndarray, probs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    labels = np.asarray(labels).astype(np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] != labels.shape[0] or probs.shape[1] < 2:
+        raise ValueError(f"probs must be [n, C>=2] matching labels [n]; got {probs.shape}")
+    preds = probs.argmax(axis=1)
+    point = _point_estimates(labels, probs, preds) if len(labels) else {}
+    return labels, probs, preds, point
+
+
+def _names(num_classes: int) -> list[str]:
+    return ["accuracy", "balanced_accuracy", "auroc", *(["recall"] if num_classes == 2 else [])]
+
+
+def _replicate_block(
+    w: np.ndarray,
+    counts: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    preds: np.ndarray,
+    names: list[str],
+) -> np.ndarray:
+    """The metrics ``names`` under float weights ``w`` (== integer ``counts``) → ``[m, len]``."""
+    num_classes = probs.shape[1]
+    columns = {
+        "accuracy": lambda: weighted_accuracy(w, labels, preds),
+        "balanced_accuracy": lambda: weighted_balanced_accuracy(w, labels, preds, num_classes),
+        # integer counts: exact sums either way, 1 byte per weight to gather instead of 8
+        "auroc": lambda: weighted_auroc(counts, labels, probs),
+        "recall": lambda: weighted_recall(w, labels, preds, 1),
+    }
+    return np.stack([columns[k]() for k in names], axis=1)
+
+
+def _finish(
+    n: int, point: dict[str, float], names: list[str], boots: np.ndarray, ci: float
+) -> dict[str, float]:
+    out: dict[str, float] = {"n": float(n)}
     for j, k in enumerate(names):
         out[k] = point[k]
         if boots.shape[0] and np.isfinite(point[k]):

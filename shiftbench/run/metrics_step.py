@@ -51,47 +51,94 @@ def compute_run_metrics(
     Raises:
         DataError: not a finished run directory. UserInputError: ``group_by`` is not a column.
     """
-    from shiftbench.metrics import cell_metrics
-
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     class_names = [str(c) for c in manifest["class_names"]]
-    probs_cols = [prob_column(c) for c in class_names]
+    columns = ["magnitude", "sample_id", "label", *(prob_column(c) for c in class_names)]
     checkpoints = [(c["name"], dict(c.get("meta") or {})) for c in manifest["checkpoints"]]
     meta_keys = list(dict.fromkeys(k for _, meta in checkpoints for k in meta))
     read = _reader(run_dir, manifest)
     groups = _groups(run_dir, manifest, group_by) if group_by else None
+    shared = _SharedWeights(n_boot, seed)
+    results: dict[tuple, dict[str, float]] = {}  # (checkpoint index, cell key) -> metrics
+    order: dict[tuple[int, str], list[tuple[Any, Any, tuple]]] = {}  # row order per ckpt × shift
+    for shift in manifest["shifts"]:
+        frames = [
+            read(ci, name, shift["name"], columns) for ci, (name, _) in enumerate(checkpoints)
+        ]
+        for mag in shift["magnitudes"]:
+            is_clean = mag == shift["identity"]
+            pending: list[tuple[tuple, np.ndarray, np.ndarray]] = []
+            for ci, frame in enumerate(frames):
+                cells = order.setdefault((ci, shift["name"]), [])
+                for value, labels, probs in _cells(frame, mag, groups, len(class_names)):
+                    key = ("clean", value) if is_clean else (shift["name"], mag, value)
+                    cells.append((mag, value, key))
+                    if (ci, key) not in results:
+                        results[ci, key] = {}  # claimed; filled below
+                        pending.append(((ci, key), labels, probs))
+            results.update(shared.evaluate(pending))
+        del frames
     rows: list[dict[str, Any]] = []
     for ci, (name, meta) in enumerate(checkpoints):
-        cache: dict[tuple, dict[str, float]] = {}  # the clean cell is shared by the shifts
         for shift in manifest["shifts"]:
-            df = read(ci, name, shift["name"], ["magnitude", "sample_id", "label", *probs_cols])
-            mag_col = df["magnitude"].to_numpy()
-            id_col = df["sample_id"].to_numpy()
-            label_col = df["label"].to_numpy().astype(np.int64)
-            prob_all = df[probs_cols].to_numpy(np.float32)
-            for mag in shift["magnitudes"]:
-                sel = np.flatnonzero(mag_col == mag)
-                ids, labels, probs = id_col[sel], label_col[sel], prob_all[sel]
-                is_clean = mag == shift["identity"]
-                for value, idx in _subsets(groups, ids):
-                    key = ("clean", value) if is_clean else (shift["name"], mag, value)
-                    result = cache.get(key)
-                    if result is None:
-                        result = cell_metrics(labels[idx], probs[idx], n_boot=n_boot, seed=seed)
-                        cache[key] = result
-                    row: dict[str, Any] = {
-                        "checkpoint": name,
-                        "shift": shift["name"],
-                        "magnitude": mag,
-                    }
-                    if group_by:
-                        row[group_by] = value
-                    row.update(result)
-                    for k in meta_keys:
-                        row[k] = meta.get(k)
-                    rows.append(row)
+            for mag, value, key in order.get((ci, shift["name"]), []):
+                row: dict[str, Any] = {"checkpoint": name, "shift": shift["name"], "magnitude": mag}
+                if group_by:
+                    row[group_by] = value
+                row.update(results[ci, key])
+                for k in meta_keys:
+                    row[k] = meta.get(k)
+                rows.append(row)
     return _frame(rows, group_by, meta_keys)
+
+
+class _SharedWeights:
+    """Evaluates cells in batches of equal size against one draw of their resamples.
+
+    ``cell_metrics`` resamples cells of size n with ``ResampleWeights(n, n_boot, seed)``; the
+    counts of the last size seen are kept (uint8, ``n_boot · n`` bytes: one size at a time), so
+    consecutive cells of the same size (all checkpoints, all magnitudes) never redraw them.
+    """
+
+    def __init__(self, n_boot: int, seed: int) -> None:
+        self.n_boot, self.seed = n_boot, seed
+        self._weights: Any = None
+
+    def evaluate(
+        self, cells: list[tuple[tuple, np.ndarray, np.ndarray]]
+    ) -> dict[tuple, dict[str, float]]:
+        """``{key: cell_metrics(labels, probs)}`` for ``(key, labels, probs)`` cells."""
+        from shiftbench.bootstrap import ResampleWeights
+        from shiftbench.metrics import same_size_cell_metrics
+
+        by_size: dict[int, list[tuple[tuple, np.ndarray, np.ndarray]]] = {}
+        for cell in cells:
+            by_size.setdefault(len(cell[1]), []).append(cell)
+        out: dict[tuple, dict[str, float]] = {}
+        for n, batch in by_size.items():
+            if self._weights is None or self._weights.n != n:
+                self._weights = None  # free the previous size first: memory stays flat
+                self._weights = ResampleWeights(n, self.n_boot, self.seed, cache=n > 0)
+            metrics = same_size_cell_metrics(
+                [(labels, probs) for _, labels, probs in batch],
+                self._weights,
+                n_boot=self.n_boot,
+                seed=self.seed,
+            )
+            out.update((key, m) for (key, _, _), m in zip(batch, metrics, strict=True))
+        return out
+
+
+def _cells(
+    frame: pd.DataFrame, mag: float, groups: pd.Series | None, num_classes: int
+) -> list[tuple[Any, np.ndarray, np.ndarray]]:
+    """``(group value, labels, probs)`` of one magnitude of one checkpoint's shift file."""
+    sel = np.flatnonzero(frame["magnitude"].to_numpy() == mag)
+    ids = frame["sample_id"].to_numpy()[sel]
+    labels = frame["label"].to_numpy()[sel].astype(np.int64)
+    probs = frame.iloc[sel, 3 : 3 + num_classes].to_numpy(np.float32)
+    return [(value, labels[idx], probs[idx]) for value, idx in _subsets(groups, ids)]
 
 
 def _reader(run_dir: Path, manifest: dict[str, Any]) -> Any:
