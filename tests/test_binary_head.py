@@ -111,7 +111,7 @@ def test_save_every_keeps_epoch_checkpoints(small_data, tmp_path):
 
 def test_cli_head_and_save_every(cli, tmp_path):
     manifest = demo_data_dir() / "manifest.csv"
-    common = f"--data {manifest} --method wd --out {tmp_path} --epochs 2 --input-size 32"
+    common = f"--data {manifest} --method wd --out {tmp_path} --epochs 2 --image-size 32"
     common += " --limit 48 --no-progress --arch test_resnet"
     code, _, err = cli("train", *common.split(), "--head", "binary-logit", "--save-every", "2")
     assert code == 0, err

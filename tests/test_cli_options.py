@@ -13,6 +13,7 @@ import typer
 from _models import CLASS_NAMES, save_tiny_checkpoint, write_oral_folder
 from conftest import ORAL
 
+from shiftbench import read_predictions
 from shiftbench.cli import _load_commands, app
 from shiftbench.cli.options import (
     MagnitudeSpec,
@@ -143,14 +144,14 @@ def test_run_with_per_shift_magnitudes_and_parameters(cli, small_run_inputs, tmp
 
     # The kernel-mode sharpen differs from the default blend at α = 0.5 for some image (they
     # differ where the sharpened pixel saturates; at α = 1 both are saturate(filter2D(x, K))).
-    pred = pd.read_parquet(out / "predictions.parquet")
+    pred = read_predictions(out)
     blend_out = tmp_path / "blend"
     code, _, err = cli(
         "run", "--ckpt", ckpt, "--data", data, "--out", blend_out, "--shift", "sharpen",
         "--magnitudes", "0,0.5", "--workers", "0", "--n-boot", "0", "--no-progress",
     )  # fmt: skip
     assert code == 0, err
-    blend = pd.read_parquet(blend_out / "predictions.parquet")
+    blend = read_predictions(blend_out)
     strongest = [
         p[(p["shift"] == "sharpen") & (p["magnitude"] == 0.5)].sort_values("sample_id")
         for p in (pred, blend)
@@ -198,7 +199,7 @@ def test_every_option_has_an_upper_case_metavar():
         for p in cmd.params:
             if p.param_type_name != "option" or p.is_flag or p.hidden:
                 continue
-            if not (p.metavar and re.fullmatch(r"[A-Z\[\]=.,_|-]+", p.metavar)):
+            if not (p.metavar and re.fullmatch(r"[A-Z\[\]=.,:_|-]+", p.metavar)):
                 bad.append(f"{cmd_name} {p.opts[0]} ({p.metavar!r})")
     assert bad == []
 

@@ -54,7 +54,10 @@ def make_spurious_set_command(
     ),
     seed: int = typer.Option(0, "--seed", metavar="S", help="Seed of the choice and the artifact."),
     test_fraction: float = typer.Option(
-        0.2, "--test-fraction", help="Test hold-out when the data has no 'split' column."
+        0.2,
+        "--test-fraction",
+        metavar="F",
+        help="Test hold-out when the data has no 'split' column.",
     ),
     image_size: int | None = typer.Option(
         None, "--image-size", metavar="N", help="Resize source images to N×N on load."
