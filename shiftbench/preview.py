@@ -10,7 +10,6 @@ Python API behind ``shiftbench preview``::
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -68,22 +67,11 @@ def write_image(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
     if not ok:  # pragma: no cover - cv2 encodes every uint8 RGB array in these formats
         raise UserInputError(f"cannot encode the image as {ext}")
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # The run directory's one atomic-write helper: honours the umask without changing it.
+    from shiftbench.run.rundir import atomic_write_bytes
+
+    atomic_write_bytes(p, buf.tobytes())
     return p
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _check_extension(p: Path) -> str:
