@@ -321,7 +321,6 @@ def demo(
         :class:`DemoResult` with the file paths, the summary table and per-phase seconds
         (``frequency``: :class:`shiftbench.demo_frequency.FrequencyDemoResult`).
     """
-    import torch
 
     say = echo or print
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
@@ -340,6 +339,26 @@ def demo(
         else Path("shiftbench-demo" if scenario == "shifts" else "shiftbench-demo-cutout")
     )
     resuming = _prepare_out(out_dir, config, overwrite)
+    if resuming:
+        say(f"resuming the demo in {out_dir} (finished checkpoints and cells are reused)")
+    body = _shifts_demo if scenario == "shifts" else _cutout_demo
+    result = run_recorded(
+        out_dir, config, threads, lambda: body(out_dir, config, device, progress, say)
+    )
+    _print_report(result, say)
+    return result
+
+
+def run_recorded(out_dir: Path, config: Any, threads: int | None, body: Callable[[], Any]) -> Any:
+    """Run a demo scenario's ``body`` with its status file and torch threads around it.
+
+    Writes ``demo.json`` as ``running`` (config, threads) before and ``complete`` (phase times,
+    files) after; ``threads`` (if given) sets torch's thread count for the call only and the
+    previous count is restored even on failure. Shared by every scenario so that they record
+    the same things the same way.
+    """
+    import torch
+
     t_all = time.perf_counter()
     previous_threads = torch.get_num_threads()
     if threads is not None:
@@ -350,13 +369,8 @@ def demo(
         "torch_threads": torch.get_num_threads(),
     }
     _write_json_atomic(out_dir / DEMO_FILE, state)
-    if resuming:
-        say(f"resuming the demo in {out_dir} (finished checkpoints and cells are reused)")
     try:
-        if scenario == "shifts":
-            result = _shifts_demo(out_dir, config, device, progress, say)
-        else:
-            result = _cutout_demo(out_dir, config, device, progress, say)
+        result = body()
     finally:
         torch.set_num_threads(previous_threads)
     result.seconds["total"] = round(time.perf_counter() - t_all, 1)
@@ -366,7 +380,6 @@ def demo(
         files={k: str(v) for k, v in result.files.items()},
     )
     _write_json_atomic(out_dir / DEMO_FILE, state)
-    _print_report(result, say)
     return result
 
 

@@ -160,9 +160,8 @@ def frequency_demo(
 ) -> FrequencyDemoResult:
     """Run the frequency-shortcut scenario (see the module docstring); mirrors
     ``shiftbench demo --scenario frequency``."""
-    import torch
 
-    from shiftbench.demo import DEMO_FILE, _prepare_out, _write_json_atomic
+    from shiftbench.demo import _prepare_out, run_recorded
 
     say = echo or print
     config = frequency_config(quick=quick, seeds=seeds, epochs=epochs, head=head)
@@ -170,27 +169,9 @@ def frequency_demo(
     resuming = _prepare_out(out_dir, config, overwrite, owned=OWNED)
     if resuming:
         say(f"resuming the demo in {out_dir} (finished checkpoints and cells are reused)")
-    t_all = time.perf_counter()
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    state: dict[str, Any] = {
-        "config": config.as_json(),
-        "status": "running",
-        "torch_threads": torch.get_num_threads(),
-    }
-    _write_json_atomic(out_dir / DEMO_FILE, state)
-    try:
-        result = _run(out_dir, config, device, progress, say)
-    finally:
-        torch.set_num_threads(previous_threads)
-    result.seconds["total"] = round(time.perf_counter() - t_all, 1)
-    state.update(
-        status="complete",
-        seconds=result.seconds,
-        files={k: str(v) for k, v in result.files.items()},
+    result = run_recorded(
+        out_dir, config, threads, lambda: _run(out_dir, config, device, progress, say)
     )
-    _write_json_atomic(out_dir / DEMO_FILE, state)
     _print_report(result, say)
     return result
 
