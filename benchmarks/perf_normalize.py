@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import os
 import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -30,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _tables import to_csv, to_markdown, write_atomic
 
 from shiftbench.normalize import StainNormalizer
 
@@ -99,33 +98,6 @@ def agreement(out: np.ndarray, ref: np.ndarray) -> dict[str, str]:
         "pct_pixels_le2_vs_staintools": f"{100 * (d <= 2).mean():.3f}",
         "max_abs_diff_vs_staintools": str(int(d.max())),
     }
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def to_markdown(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def uptime() -> str:

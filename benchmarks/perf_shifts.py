@@ -44,7 +44,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -54,6 +53,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _tables import write_atomic
 
 import shiftbench
 
@@ -267,18 +267,6 @@ def references(name: str, magnitudes: list[float], size: tuple[int, int]) -> lis
     if name == "ring":
         return [("numpy.fft", numpy_fft_ring_reference(magnitudes, size), None, False)]
     return []
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

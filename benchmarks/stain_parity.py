@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import os
 import shlex
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _tables import to_csv, to_markdown, write_atomic
 
 from shiftbench.shifts.stain import macenko_stain_matrix, tissue_mask
 
@@ -48,33 +47,6 @@ def load_clean() -> np.ndarray:
         bgr = cv2.imread(str(ORAL / r["path"]), cv2.IMREAD_COLOR)
         out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     return np.stack(out)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def to_markdown(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def parity_rows(images: np.ndarray, reference: np.ndarray) -> list[dict]:
