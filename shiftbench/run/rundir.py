@@ -41,10 +41,12 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pyarrow as pa
 
 from shiftbench.errors import DataError, RunError, UserInputError
@@ -52,6 +54,7 @@ from shiftbench.errors import DataError, RunError, UserInputError
 __all__ = [
     "CHECKPOINTS",
     "CHECKPOINT_COLUMNS",
+    "DATASET",
     "FORMAT_V1",
     "FORMAT_V2",
     "KEY_COLUMNS",
@@ -59,6 +62,7 @@ __all__ = [
     "MANIFEST",
     "METRICS",
     "METRIC_NAMES",
+    "NORMALIZE",
     "PARTS_DIR",
     "PREDICTIONS_DIR",
     "PREDICTIONS_V1",
@@ -66,12 +70,14 @@ __all__ = [
     "RESERVED",
     "SAMPLES",
     "SAMPLE_COLUMNS",
+    "SampleDatasets",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "check_reserved",
     "checkpoint_file",
+    "dataset_name",
     "is_reserved",
     "locked",
     "open_predictions",
@@ -79,6 +85,7 @@ __all__ = [
     "prob_column",
     "read_format",
     "read_manifest",
+    "read_sample_datasets",
     "shift_dir",
 ]
 
@@ -117,6 +124,12 @@ CHECKPOINT_COLUMNS = tuple(CHECKPOINT_TYPES)
 SAMPLE_COLUMNS = ("sample_id", "path", "label")
 SAMPLE_TYPES = {"sample_id": pa.int32(), "path": pa.string(), "label": pa.int32()}
 PROB_PREFIX = "prob_"
+#: Column of samples.parquet and metrics.csv naming the evaluation set of a sample (``run
+#: --data NAME=PATH``); the sets occupy contiguous sample-id ranges in the order given.
+DATASET = "dataset"
+#: Column of checkpoints.parquet and metrics.csv naming the stain normalisation applied before
+#: the model (``"none"`` or ``"macenko"``): an evaluation condition (``sd`` vs ``sd+macenko``).
+NORMALIZE = "normalize"
 #: Metric columns of metrics.csv (each also with ``_ci_low`` and ``_ci_high``); mirrors
 #: shiftbench.metrics.METRICS (a test checks they agree; not imported: that module pulls sklearn).
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "auroc", "recall")
@@ -133,7 +146,8 @@ RESERVED = frozenset(
         "n",
         "group",
         "run",
-        "dataset",
+        DATASET,
+        NORMALIZE,
         *METRIC_NAMES,
         *(m + s for m in METRIC_NAMES for s in CI_SUFFIXES),
         # report columns (leaderboard, curves, differences)
@@ -318,6 +332,66 @@ def _v1_type(field: pa.Field) -> pa.DataType:
     if field.name in ("sample_id", "label", "pred"):
         return pa.int64()
     return field.type
+
+
+# -- evaluation sets -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleDatasets:
+    """Which evaluation set each sample of a run belongs to.
+
+    Attributes:
+        names: the sets' names in the order they were given to ``run`` (= sample-id order).
+        codes: ``int32 [n_samples]``: ``codes[sample_id]`` is the index of its set in ``names``.
+    """
+
+    names: list[str]
+    codes: np.ndarray
+
+    def ids(self, name: str) -> np.ndarray:
+        """The sample ids of set ``name`` (ascending)."""
+        return np.flatnonzero(self.codes == self.names.index(name))
+
+
+def dataset_name(path: str | os.PathLike[str]) -> str:
+    """The default name of a data set given as a bare path: its folder's name.
+
+    A folder → its own name; a ``.csv`` manifest → the name of the folder holding it; any other
+    file (``.npz``) → its stem.
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".csv":
+        p = p.resolve().parent
+    return p.name if p.is_dir() or p.suffix == "" else p.stem
+
+
+def read_sample_datasets(run_dir: str | os.PathLike[str]) -> SampleDatasets:
+    """The evaluation set of every sample of a run directory (any format).
+
+    Runs written before ``run --data NAME=PATH`` existed (format 1, and format 2 without a
+    ``dataset`` column in samples.parquet) hold one set, named after the manifest's data path
+    (``"data"`` if it has none).
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    samples = run_dir / SAMPLES
+    if manifest["format"] == FORMAT_V2 and DATASET in pq.read_schema(samples).names:
+        column = pq.read_table(samples, columns=["sample_id", DATASET]).to_pandas()
+        ids = column["sample_id"].to_numpy()
+        names = list(dict.fromkeys(column[DATASET].astype(str)))
+        codes = np.zeros(int(ids.max()) + 1 if len(ids) else 0, np.int32)
+        codes[ids] = pd.Categorical(column[DATASET].astype(str), categories=names).codes
+        return SampleDatasets(names, codes)
+    data = manifest.get("data") or {}
+    name = dataset_name(data["path"]) if data.get("path") else "data"
+    n = int((manifest.get("config") or {}).get("n_samples") or data.get("n_samples") or 0)
+    if manifest["format"] == FORMAT_V2:
+        n = max(n, pq.read_metadata(samples).num_rows)
+    return SampleDatasets([name], np.zeros(n, np.int32))
 
 
 # -- lock -------------------------------------------------------------------------------------
