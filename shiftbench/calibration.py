@@ -32,6 +32,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -40,11 +41,14 @@ __all__ = [
     "CALIBRATION_METRICS",
     "DIRECTION",
     "N_BINS",
+    "CalibrationTerms",
     "brier",
     "calibration_metrics",
+    "calibration_terms",
     "ece",
     "nll",
     "weighted_brier",
+    "weighted_calibration",
     "weighted_ece",
     "weighted_nll",
 ]
@@ -75,15 +79,66 @@ def _weighted_mean(w: np.ndarray, per_sample: np.ndarray) -> np.ndarray:
         return np.where(total > 0, (w @ per_sample) / np.where(total > 0, total, 1.0), np.nan)
 
 
-def _bin_gaps(labels: np.ndarray, probs: np.ndarray, n_bins: int) -> np.ndarray:
-    """``[n, K]``: ``[ŷ_i = y_i] − conf_i`` in the column of sample ``i``'s bin, 0 elsewhere."""
+class CalibrationTerms(NamedTuple):
+    """Per-sample terms of the three calibration errors (each ``[n]``), computed once per cell.
+
+    Attributes:
+        bins: confidence bin of each sample (0-based; bin ``k`` holds ``conf`` in
+            ``(k/K, (k+1)/K]``, conf = 0 goes to bin 0).
+        gap: ``[ŷ_i = y_i] − conf_i``.
+        brier: ``Σ_c (p_ic − [y_i = c])²``.
+        nll: ``−ln clip(p_{i,y_i}, ε, 1)``.
+        n_bins: ``K``.
+    """
+
+    bins: np.ndarray
+    gap: np.ndarray
+    brier: np.ndarray
+    nll: np.ndarray
+    n_bins: int
+
+
+def calibration_terms(
+    labels: np.ndarray, probs: np.ndarray, n_bins: int = N_BINS
+) -> CalibrationTerms:
+    """The per-sample terms of ECE, Brier and NLL (see the module docstring for the formulas)."""
+    labels, probs = _check(labels, probs)
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise ValueError(f"n_bins must be a whole number >= 1; got {n_bins}")
+    n_bins = int(n_bins)
+    rows = np.arange(labels.size)
     conf = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == labels).astype(np.float64)
-    # bin k (0-based) holds conf in (k/K, (k+1)/K]; conf = 0 goes to bin 0
     bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    gaps = np.zeros((labels.size, n_bins))
-    gaps[np.arange(labels.size), bins] = correct - conf
-    return gaps
+    p_true = probs[rows, labels]
+    residual = probs.copy()  # p_ic − [y_i = c]
+    residual[rows, labels] -= 1.0
+    brier_i = (residual**2).sum(axis=1)
+    nll_i = -np.log(np.clip(p_true, _EPS, 1.0))
+    return CalibrationTerms(bins, correct - conf, brier_i, nll_i, n_bins)
+
+
+def weighted_calibration(w: np.ndarray, terms: CalibrationTerms) -> np.ndarray:
+    """ECE, Brier and NLL under each row of sample weights ``w [m, n]`` → ``[m, 3]``.
+
+    One matrix product ``w @ [1, brier_i, nll_i, gap_i·[i ∈ bin k] for k < K]`` gives every
+    weighted sum at once (one pass over ``w``; the ECE's per-bin sums are its last ``K``
+    columns): ``ECE_b = Σ_k |S_bk| / Σ_i w_bi``, ``Brier_b = Σ_i w_bi·brier_i / Σ_i w_bi``,
+    ``NLL_b`` likewise. NaN where ``Σ_i w_bi = 0``.
+    """
+    n = terms.gap.size
+    columns = np.zeros((n, 3 + terms.n_bins))
+    columns[:, 0] = 1.0
+    columns[:, 1] = terms.brier
+    columns[:, 2] = terms.nll
+    columns[np.arange(n), 3 + terms.bins] = terms.gap
+    sums = np.asarray(w, dtype=np.float64) @ columns  # [m, 3 + K]
+    total = sums[:, :1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.concatenate(
+            [np.abs(sums[:, 3:]).sum(axis=1, keepdims=True), sums[:, 1:3]], axis=1
+        ) / np.where(total > 0, total, 1.0)
+    return np.where(total > 0, means, np.nan)
 
 
 def weighted_ece(
@@ -93,11 +148,12 @@ def weighted_ece(
 
     ``ECE_b = Σ_k |Σ_i w_bi·[i ∈ k]·([ŷ_i = y_i] − conf_i)| / Σ_i w_bi``.
     """
-    labels, probs = _check(labels, probs)
-    if int(n_bins) != n_bins or n_bins < 1:
-        raise ValueError(f"n_bins must be a whole number >= 1; got {n_bins}")
+    terms = calibration_terms(labels, probs, n_bins)
+    n = terms.gap.size
+    gaps = np.zeros((n, terms.n_bins))  # [n, K]: sample i's gap in the column of its bin
+    gaps[np.arange(n), terms.bins] = terms.gap
     w = np.asarray(w, dtype=np.float64)
-    per_bin = w @ _bin_gaps(labels, probs, int(n_bins))  # [m, K]
+    per_bin = w @ gaps  # [m, K]
     total = w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(
@@ -107,17 +163,12 @@ def weighted_ece(
 
 def weighted_brier(w: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Multi-class Brier score ``Σ_i w_bi Σ_c (p_ic − [y_i = c])² / Σ_i w_bi`` → ``[m]``."""
-    labels, probs = _check(labels, probs)
-    onehot = np.zeros_like(probs)
-    onehot[np.arange(labels.size), labels] = 1.0
-    return _weighted_mean(w, ((probs - onehot) ** 2).sum(axis=1))
+    return _weighted_mean(w, calibration_terms(labels, probs).brier)
 
 
 def weighted_nll(w: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Negative log-likelihood ``−Σ_i w_bi ln clip(p_{i,y_i}, ε, 1) / Σ_i w_bi`` → ``[m]``."""
-    labels, probs = _check(labels, probs)
-    p_true = np.clip(probs[np.arange(labels.size), labels], _EPS, 1.0)
-    return _weighted_mean(w, -np.log(p_true))
+    return _weighted_mean(w, calibration_terms(labels, probs).nll)
 
 
 def _point(weighted: Callable[..., np.ndarray]) -> Callable[..., float]:

@@ -14,7 +14,7 @@ numbers), so CIs are reproducible and comparable across magnitudes and checkpoin
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, roc_auc_score
@@ -25,10 +25,19 @@ from shiftbench.bootstrap import (
     bootstrap_weight_blocks,
     bootstrap_weights,
     percentile_interval,
-    replicates,
+)
+from shiftbench.calibration import (
+    CALIBRATION_METRICS,
+    CalibrationTerms,
+    brier,
+    calibration_terms,
+    ece,
+    nll,
+    weighted_calibration,
 )
 
 __all__ = [
+    "CLASSIFICATION_METRICS",
     "METRICS",
     "bootstrap_weight_blocks",
     "bootstrap_weights",
@@ -41,8 +50,11 @@ __all__ = [
     "weighted_recall",
 ]
 
-#: Metric names in the order they appear in ``metrics.csv`` (recall only for binary tasks).
-METRICS = ("accuracy", "balanced_accuracy", "auroc", "recall")
+#: Classification metrics (higher is better), in ``metrics.csv`` order (recall: binary only).
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "auroc", "recall")
+#: Metric names in the order they appear in ``metrics.csv``: the classification metrics, then
+#: the calibration errors of :mod:`shiftbench.calibration` (lower is better, any C).
+METRICS = (*CLASSIFICATION_METRICS, *CALIBRATION_METRICS)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -145,10 +157,9 @@ def _point_estimates(labels: np.ndarray, probs: np.ndarray, preds: np.ndarray) -
         )
     else:
         out["auroc"] = float("nan")
+    # the calibration errors are defined for any non-empty cell (a single class included)
+    out.update(ece=ece(labels, probs), brier=brier(labels, probs), nll=nll(labels, probs))
     return out
-
-
-_Weighted = Callable[[np.ndarray], np.ndarray]
 
 
 def cell_metrics(
@@ -170,43 +181,11 @@ def cell_metrics(
 
     Returns:
         ``n``, then for each metric ``m`` in accuracy, balanced_accuracy, auroc (binary, or
-        one-vs-rest macro for C > 2) and recall (binary only; positive class = index 1):
-        ``m``, ``m_ci_low``, ``m_ci_high``. A metric that is undefined on the cell (e.g. AUROC
-        with one class) is NaN.
+        one-vs-rest macro for C > 2), recall (binary only; positive class = index 1), ece,
+        brier and nll (:mod:`shiftbench.calibration`): ``m``, ``m_ci_low``, ``m_ci_high``. A
+        metric that is undefined on the cell (e.g. AUROC with one class) is NaN.
     """
-    labels = np.asarray(labels).astype(np.int64)
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or probs.shape[0] != labels.shape[0] or probs.shape[1] < 2:
-        raise ValueError(f"probs must be [n, C>=2] matching labels [n]; got {probs.shape}")
-    n, num_classes = probs.shape
-    out: dict[str, float] = {"n": float(n)}
-    if n == 0:
-        return out
-    preds = probs.argmax(axis=1)
-    point = _point_estimates(labels, probs, preds)
-
-    weighted: dict[str, _Weighted] = {
-        "accuracy": lambda w: weighted_accuracy(w, labels, preds),
-        "balanced_accuracy": lambda w: weighted_balanced_accuracy(w, labels, preds, num_classes),
-        "auroc": lambda w: weighted_auroc(w, labels, probs),
-    }
-    if num_classes == 2:
-        weighted["recall"] = lambda w: weighted_recall(w, labels, preds, 1)
-
-    names = list(weighted)
-    boots = np.empty((0, len(names)))
-    if n_boot > 0:
-        boots = replicates(
-            lambda w: np.stack([weighted[k](w) for k in names], axis=1),
-            ResampleWeights(n, n_boot, seed),
-        )
-    for j, k in enumerate(names):
-        out[k] = point[k]
-        if boots.shape[0] and np.isfinite(point[k]):
-            out[f"{k}_ci_low"], out[f"{k}_ci_high"] = percentile_interval(boots[:, j], ci)
-        else:
-            out[f"{k}_ci_low"] = out[f"{k}_ci_high"] = float("nan")
-    return out
+    return same_size_cell_metrics([(labels, probs)], n_boot=n_boot, seed=seed, ci=ci)[0]
 
 
 def same_size_cell_metrics(
@@ -223,8 +202,8 @@ def same_size_cell_metrics(
     ``ResampleWeights(n, n_boot, seed)``, so cells of equal size (e.g. every checkpoint of one
     shift × magnitude) share their resamples; here each block of counts is drawn (or read from
     ``weights``, e.g. a cached :class:`ResampleWeights` reused across calls) once and every cell
-    is evaluated against it. Results equal ``[cell_metrics(l, p, ...) for l, p in cells]`` bit for
-    bit: the weighted sums are exact integers, whatever the weights' dtype.
+    is evaluated against it. :func:`cell_metrics` is this function with one cell, and a cell's
+    numbers do not depend on the other cells of the batch (each block is evaluated per cell).
 
     Args:
         cells: ``(labels [n], probs [n, C])`` per cell, all of the same ``n``.
@@ -238,7 +217,7 @@ def same_size_cell_metrics(
         One :func:`cell_metrics` dict per cell, in order.
     """
     prepared = [_prepare(labels, probs) for labels, probs in cells]
-    sizes = {len(labels) for labels, _, _, _ in prepared}
+    sizes = {len(cell.labels) for cell in prepared}
     if len(sizes) > 1:
         raise ValueError(f"cells must all have the same number of samples; got {sorted(sizes)}")
     n = sizes.pop() if sizes else 0
@@ -248,44 +227,52 @@ def same_size_cell_metrics(
         weights = ResampleWeights(n, n_boot, seed)
     if (weights.n, weights.n_boot, weights.seed, weights.with_point) != (n, n_boot, seed, False):
         raise ValueError("weights must be ResampleWeights(n, n_boot, seed) of these cells")
-    names = [_names(probs.shape[1]) for _, probs, _, _ in prepared]
+    names = [_names(cell.probs.shape[1]) for cell in prepared]
     boots = [np.empty((n_boot, len(k))) for k in names]
     with _single_threaded_blas():
         for rows, counts in weights.count_blocks() if n_boot > 0 else ():
             w = counts.astype(np.float64)
-            for (labels, probs, preds, _), k, out in zip(prepared, names, boots, strict=True):
-                out[rows] = _replicate_block(w, counts, labels, probs, preds, k)
+            for cell, k, out in zip(prepared, names, boots, strict=True):
+                out[rows] = _replicate_block(w, counts, cell, k)
     return [
-        _finish(n, point, k, b, ci)
-        for (_, _, _, point), k, b in zip(prepared, names, boots, strict=True)
+        _finish(n, cell.point, k, b, ci) for cell, k, b in zip(prepared, names, boots, strict=True)
     ]
 
 
-def _prepare(
-    labels: np.ndarray, probs: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+class _Cell(NamedTuple):
+    """One cell's inputs, validated, with what every resample reuses (computed once)."""
+
+    labels: np.ndarray  # [n] int64
+    probs: np.ndarray  # [n, C] float64
+    preds: np.ndarray  # [n] argmax
+    terms: CalibrationTerms  # per-sample terms of ECE, Brier, NLL
+    point: dict[str, float]  # the metrics on the cell itself
+
+
+def _prepare(labels: np.ndarray, probs: np.ndarray) -> _Cell:
     labels = np.asarray(labels).astype(np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[0] != labels.shape[0] or probs.shape[1] < 2:
         raise ValueError(f"probs must be [n, C>=2] matching labels [n]; got {probs.shape}")
     preds = probs.argmax(axis=1)
     point = _point_estimates(labels, probs, preds) if len(labels) else {}
-    return labels, probs, preds, point
+    return _Cell(labels, probs, preds, calibration_terms(labels, probs), point)
 
 
 def _names(num_classes: int) -> list[str]:
-    return ["accuracy", "balanced_accuracy", "auroc", *(["recall"] if num_classes == 2 else [])]
+    binary = ["recall"] if num_classes == 2 else []
+    return ["accuracy", "balanced_accuracy", "auroc", *binary, *CALIBRATION_METRICS]
 
 
 def _replicate_block(
-    w: np.ndarray,
-    counts: np.ndarray,
-    labels: np.ndarray,
-    probs: np.ndarray,
-    preds: np.ndarray,
-    names: list[str],
+    w: np.ndarray, counts: np.ndarray, cell: _Cell, names: list[str]
 ) -> np.ndarray:
-    """The metrics ``names`` under float weights ``w`` (== integer ``counts``) → ``[m, len]``."""
+    """The metrics ``names`` of ``cell`` under float weights ``w`` (== integer ``counts``).
+
+    Returns ``[m, len(names)]``. The three calibration errors come from one matrix product
+    (:func:`shiftbench.calibration.weighted_calibration`, columns ece, brier, nll).
+    """
+    labels, probs, preds = cell.labels, cell.probs, cell.preds
     num_classes = probs.shape[1]
     columns = {
         "accuracy": lambda: weighted_accuracy(w, labels, preds),
@@ -294,7 +281,13 @@ def _replicate_block(
         "auroc": lambda: weighted_auroc(counts, labels, probs),
         "recall": lambda: weighted_recall(w, labels, preds, 1),
     }
-    return np.stack([columns[k]() for k in names], axis=1)
+    classification = [k for k in names if k not in CALIBRATION_METRICS]
+    parts = [np.stack([columns[k]() for k in classification], axis=1)]
+    if len(classification) < len(names):
+        calibration = weighted_calibration(w, cell.terms)  # [m, 3]: ece, brier, nll
+        order = [list(CALIBRATION_METRICS).index(k) for k in names if k in CALIBRATION_METRICS]
+        parts.append(calibration[:, order])
+    return np.concatenate(parts, axis=1)
 
 
 def _finish(

@@ -42,6 +42,7 @@ from scipy.special import ndtr, ndtri
 
 from shiftbench.bootstrap import ResampleWeights, block_rows, replicates
 from shiftbench.delong import DeLongResult, delong_auc_ci, delong_covariance, delong_test
+from shiftbench.calibration import weighted_brier, weighted_ece, weighted_nll
 from shiftbench.errors import UserInputError
 from shiftbench.metrics import (
     METRICS,
@@ -82,6 +83,9 @@ CI_METHODS = ("percentile", "bca")
 #: Robustness summaries of one curve (see the module docstring).
 SUMMARIES = ("sweep_mean", "worst", "clean", "drop")
 
+#: The calibration errors among :data:`METRICS` (lower is better), by name.
+_CALIBRATION = {"ece": weighted_ece, "brier": weighted_brier, "nll": weighted_nll}
+
 
 # --- metrics under resample weights -------------------------------------------------------------
 def check_metric(metric: str, num_classes: int) -> None:
@@ -106,7 +110,8 @@ def metric_values(
 
     Args:
         metric: one of :data:`METRICS` (recall: positive class = index 1, binary only; auroc:
-            ``probs[:, 1]`` for binary, one-vs-rest macro AUROC otherwise).
+            ``probs[:, 1]`` for binary, one-vs-rest macro AUROC otherwise; ece, brier, nll:
+            :mod:`shiftbench.calibration`, lower is better).
         weights: ``[m, n]`` resample counts (a row of ones is the plain metric).
         labels: true class per sample ``[n]``.
         preds: predicted class per sample ``[n]``.
@@ -117,6 +122,8 @@ def metric_values(
     """
     num_classes = probs.shape[1]
     check_metric(metric, num_classes)
+    if metric in _CALIBRATION:
+        return _CALIBRATION[metric](weights, labels, probs)
     if metric == "accuracy":
         return weighted_accuracy(weights, labels, preds)
     if metric == "balanced_accuracy":

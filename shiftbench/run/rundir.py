@@ -132,7 +132,7 @@ DATASET = "dataset"
 NORMALIZE = "normalize"
 #: Metric columns of metrics.csv (each also with ``_ci_low`` and ``_ci_high``); mirrors
 #: shiftbench.metrics.METRICS (a test checks they agree; not imported: that module pulls sklearn).
-METRIC_NAMES = ("accuracy", "balanced_accuracy", "auroc", "recall")
+METRIC_NAMES = ("accuracy", "balanced_accuracy", "auroc", "recall", "ece", "brier", "nll")
 CI_SUFFIXES = ("_ci_low", "_ci_high")
 
 #: Names a checkpoint meta key or a data column may not take: table columns of the run
