@@ -41,8 +41,8 @@ import pandas as pd
 from scipy.special import ndtr, ndtri
 
 from shiftbench.bootstrap import ResampleWeights, block_rows, replicates
-from shiftbench.delong import DeLongResult, delong_auc_ci, delong_covariance, delong_test
 from shiftbench.calibration import weighted_brier, weighted_ece, weighted_nll
+from shiftbench.delong import DeLongResult, delong_auc_ci, delong_covariance, delong_test
 from shiftbench.errors import UserInputError
 from shiftbench.metrics import (
     METRICS,
