@@ -28,6 +28,11 @@ worse than linear in N. Writes ``results/perf_scale.csv`` (rows of earlier invoc
 sizes are kept) and prints the ratios. Usage::
 
     nice python benchmarks/perf_scale.py --sizes 1M,3M,10M,27.5M [--before 1M,3M]
+
+The metrics step alone, before (another commit's tree) and after (this tree) on the same run::
+
+    nice python benchmarks/perf_scale.py --sizes 1M,3M --steps metrics --metrics-before COMMIT \
+        --out results/perf_scale_calibration.csv
 """
 
 from __future__ import annotations
@@ -321,14 +326,19 @@ def steps(run: Path, out: Path, code: str, metrics: bool) -> dict[str, list[str]
     if code == "after":
         out_steps["figures"] = [*py, "figures", str(spec)]
     if code == "after" and metrics:
-        out_steps["metrics"] = [
-            sys.executable,
-            "-c",
-            "import sys; from shiftbench.run.metrics_step import compute_run_metrics; "
-            "compute_run_metrics(sys.argv[1])",
-            str(run),
-        ]
+        out_steps["metrics"] = todo_metrics(run)
     return out_steps
+
+
+def todo_metrics(run: Path) -> list[str]:
+    """The runner's metrics step on ``run`` (default 1,000 resamples per cell) as a command."""
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from shiftbench.run.metrics_step import compute_run_metrics; "
+        "compute_run_metrics(sys.argv[1])",
+        str(run),
+    ]
 
 
 def commit_of(src: Path) -> str:
@@ -365,8 +375,20 @@ def before_tree(commit: str, work: Path) -> Path:
 
 
 def run_size(
-    label: str, work: Path, before: bool, commit: str, keep: bool, metrics: bool
+    label: str,
+    work: Path,
+    before: bool,
+    commit: str,
+    keep: bool,
+    metrics: bool,
+    only: set[str] | None = None,
+    metrics_before: str | None = None,
 ) -> list[dict]:
+    """Write the study of size ``label`` and measure its steps (``only``: a subset of them).
+
+    With ``metrics_before`` (a commit), the metrics step of that commit's tree runs first on the
+    same format-2 run (row ``code=before``), then the current one: a same-session reference.
+    """
     rows_wanted = parse_size(label)
     n = max(2, round(rows_wanted / (N_CHECKPOINTS * N_MAGNITUDES)))
     rows = n * N_CHECKPOINTS * N_MAGNITUDES
@@ -387,11 +409,21 @@ def run_size(
         env.setdefault("MPLBACKEND", "Agg")
         out = base / f"out_{code}"
         out.mkdir(parents=True, exist_ok=True)
-        for step, cmd in steps(run, out, code, metrics).items():
+        todo = [
+            (step, cmd, src, env, code)
+            for step, cmd in steps(run, out, code, metrics).items()
+            if only is None or step in only
+        ]
+        if metrics_before and code == "after" and metrics:
+            ref = before_tree(metrics_before, work)
+            todo.insert(
+                0, ("metrics", todo_metrics(run), ref, {**env, "PYTHONPATH": str(ref)}, "before")
+            )
+        for step, cmd, tree, step_env, step_code in todo:
             load_now = load()
-            wall, cpu, rss, rc = measure(cmd, env, src)
+            wall, cpu, rss, rc = measure(cmd, step_env, tree)
             print(
-                f"  {code:6s} {step:11s} {wall:8.1f} s wall {cpu:8.1f} s cpu {rss:8.0f} MB  "
+                f"  {step_code:6s} {step:11s} {wall:8.1f} s wall {cpu:8.1f} s cpu {rss:8.0f} MB  "
                 f"exit {rc}",
                 flush=True,
             )
@@ -402,14 +434,14 @@ def run_size(
                     "rows": rows,
                     "n_samples": n,
                     "format": fmt,
-                    "code": code,
+                    "code": step_code,
                     "step": step,
                     "wall_s": round(wall, 2),
                     "cpu_s": round(cpu, 2),
                     "peak_rss_mb": round(rss, 1),
                     "exit_code": rc,
                     "load_1min": round(load_now, 2),
-                    "commit": commit_of(src),
+                    "commit": commit_of(tree),
                     "command": shown.replace(str(work), "$WORK").replace(sys.executable, "python"),
                 }
             )
@@ -465,6 +497,14 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "perf_scale")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "perf_scale.csv")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic run directories")
+    ap.add_argument(
+        "--steps", default=None, help="only these steps, e.g. metrics (default: all of them)"
+    )
+    ap.add_argument(
+        "--metrics-before",
+        default=None,
+        help="also run the metrics step of this commit's tree first, same run (code=before)",
+    )
     args = ap.parse_args()
     before = {s.strip() for s in args.before.split(",") if s.strip()}
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -472,7 +512,14 @@ def main() -> None:
     print(f"load {os.getloadavg()}", flush=True)
     for label in sizes:
         results = run_size(
-            label, args.work, label in before, args.before_commit, args.keep, label in with_metrics
+            label,
+            args.work,
+            label in before,
+            args.before_commit,
+            args.keep,
+            label in with_metrics,
+            only=set(args.steps.split(",")) if args.steps else None,
+            metrics_before=args.metrics_before,
         )
         merged = write_csv(args.out, results)  # after every size: a partial run is kept
     print_ratios(merged)
