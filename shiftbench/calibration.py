@@ -109,7 +109,8 @@ def calibration_terms(
     rows = np.arange(labels.size)
     conf = probs.max(axis=1)
     correct = (probs.argmax(axis=1) == labels).astype(np.float64)
-    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    # a NaN confidence (broken model output) gets bin 0 and a NaN gap: the ECE is NaN
+    bins = np.clip(np.ceil(np.nan_to_num(conf) * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     p_true = probs[rows, labels]
     residual = probs.copy()  # p_ic − [y_i = c]
     residual[rows, labels] -= 1.0
