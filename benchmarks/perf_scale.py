@@ -467,6 +467,22 @@ def write_csv(path: Path, new: list[dict]) -> list[dict]:
     return merged
 
 
+def print_before_after(rows: list[dict]) -> None:
+    """After / before of the metrics step per size (``--metrics-before``: one run, same study)."""
+    metrics = {(r["size"], r["code"]): r for r in rows if r["step"] == "metrics"}
+    for (size, code), after in metrics.items():
+        before = metrics.get((size, "before"))
+        if code != "after" or before is None or not before["cpu_s"]:
+            continue
+        cpu = float(after["cpu_s"]) / float(before["cpu_s"])
+        rss = float(after["peak_rss_mb"]) / float(before["peak_rss_mb"])
+        print(
+            f"metrics {size}: CPU {before['cpu_s']} → {after['cpu_s']} s (× {cpu:.2f}), peak RSS "
+            f"{before['peak_rss_mb']} → {after['peak_rss_mb']} MB (× {rss:.2f}), "
+            f"{before['commit']} → {after['commit']}"
+        )
+
+
 def print_ratios(rows: list[dict]) -> None:
     after = [r for r in rows if r["code"] == "after"]
     by_step: dict[str, list[dict]] = {}
@@ -523,6 +539,8 @@ def main() -> None:
         )
         merged = write_csv(args.out, results)  # after every size: a partial run is kept
     print_ratios(merged)
+    if args.metrics_before:
+        print_before_after(merged)
     print(f"wrote {args.out}")
 
 
