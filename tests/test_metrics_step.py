@@ -1,5 +1,10 @@
 """The runner's metrics step (shared resamples, all checkpoints of a cell in one pass) against
-one :func:`shiftbench.metrics.cell_metrics` call per checkpoint × cell (the 0.1 definition)."""
+one :func:`shiftbench.metrics.cell_metrics` call per checkpoint × cell (the 0.1 definition).
+
+Since issue 10, ``cell_metrics`` is ``same_size_cell_metrics`` with one cell, so these tests check
+the step's cells, grouping and shared weights; the values themselves (ece, brier, nll included)
+are checked against slow direct loops in tests/test_metrics.py and
+tests/test_metrics_calibration.py."""
 
 from __future__ import annotations
 
