@@ -6,6 +6,8 @@ before format 2 existed: its ``predictions.parquet`` and ``metrics.csv`` are wha
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
 import sys
 from pathlib import Path
@@ -29,10 +31,42 @@ from shiftbench.run.rundir import (
     checkpoint_file,
     open_predictions,
     read_manifest,
+    read_sample_datasets,
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 V1 = FIXTURES / "run_v1"
+
+
+#: Key columns that runs since several evaluation sets and stain normalisation (issue 10) write
+#: and 0.1 did not: samples.parquet / the joined view gain ``dataset``, metrics.csv gains
+#: ``dataset`` and ``normalize``. The comparisons with the 0.1 fixture drop exactly these (after
+#: checking that they hold the one set and "none") and compare everything else unchanged.
+NEW_METRIC_KEYS = ("dataset", "normalize")
+
+
+def _metrics_rows(path: Path, dataset: str | None = None) -> list[list[str]]:
+    """metrics.csv as rows of text cells, without the new key columns (checked first)."""
+    rows = list(csv.reader(io.StringIO(path.read_text())))
+    drop = [i for i, c in enumerate(rows[0]) if c in NEW_METRIC_KEYS]
+    if drop:
+        assert [rows[0][i] for i in drop] == list(NEW_METRIC_KEYS)
+        assert rows[0][drop[0] - 1] == "magnitude"  # the contract's position
+        assert {r[drop[1]] for r in rows[1:]} == {"none"}
+        assert len({r[drop[0]] for r in rows[1:]}) == 1
+        if dataset is not None:
+            assert {r[drop[0]] for r in rows[1:]} == {dataset}
+    return [[c for i, c in enumerate(r) if i not in drop] for r in rows]
+
+
+def _without_dataset(frame: pd.DataFrame) -> pd.DataFrame:
+    """The joined view without the new ``dataset`` column (checked: right after sample_id)."""
+    if "dataset" not in frame.columns:
+        return frame
+    cols = list(frame.columns)
+    assert cols[cols.index("dataset") - 1] == "sample_id"
+    assert frame["dataset"].nunique() == 1
+    return frame.drop(columns="dataset")
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +104,13 @@ def rerun(tmp_path_factory) -> Path:
 def test_v2_round_trips_to_the_wide_table_of_0_1(rerun, v1_table):
     assert read_manifest(rerun)["format"] == FORMAT_V2
     assert not (rerun / PREDICTIONS_V1).exists()
-    pd.testing.assert_frame_equal(read_predictions(rerun), v1_table)
+    pd.testing.assert_frame_equal(_without_dataset(read_predictions(rerun)), v1_table)
 
 
 def test_metrics_csv_is_unchanged_from_0_1(rerun):
-    assert (rerun / "metrics.csv").read_text() == (V1 / "metrics.csv").read_text()
+    # Unchanged but for the new key columns dataset and normalize (see NEW_METRIC_KEYS).
+    got = _metrics_rows(rerun / "metrics.csv", dataset=read_sample_datasets(rerun).names[0])
+    assert got == _metrics_rows(V1 / "metrics.csv")
 
 
 def test_v2_files_are_normalised_and_compact(rerun):
@@ -83,7 +119,9 @@ def test_v2_files_are_normalised_and_compact(rerun):
     assert ck["method"].to_pylist() == ["sd", "wd"]
     assert ck["weight_decay"].to_pylist() == [None, 1e-4]
     samples = pq.read_table(rerun / SAMPLES)
-    assert samples.column_names == ["sample_id", "path", "label", "magnification", "source_index"]
+    assert samples.column_names == [
+        "sample_id", "path", "label", "dataset", "magnification", "source_index"
+    ]  # fmt: skip
     assert samples.num_rows == 16
     f = pq.ParquetFile(checkpoint_file(rerun, "blur", 1))
     schema = f.schema_arrow
@@ -108,8 +146,8 @@ def test_selecting_shifts_checkpoints_and_columns(rerun, v1_table):
     pd.testing.assert_frame_equal(got, ref)
     bare = read_predictions(rerun, with_meta=False)
     assert list(bare.columns) == [
-        "checkpoint", "shift", "magnitude", "sample_id", "label", "pred", "prob_Normal",
-        "prob_OSCC",
+        "checkpoint", "shift", "magnitude", "sample_id", "dataset", "label", "pred",
+        "prob_Normal", "prob_OSCC",
     ]  # fmt: skip
     with pytest.raises(UserInputError, match="unknown shift 'sharpen'"):
         read_predictions(rerun, shifts=["sharpen"])
@@ -143,7 +181,9 @@ def test_format_1_is_read_as_0_1_wrote_it(v1_table):
 def test_metrics_step_on_format_1_reproduces_its_metrics_csv(tmp_path):
     got = compute_run_metrics(V1, n_boot=20, seed=0)
     got.to_csv(tmp_path / "m.csv", index=False)
-    assert (tmp_path / "m.csv").read_text() == (V1 / "metrics.csv").read_text()
+    # Unchanged but for the new key columns (see NEW_METRIC_KEYS): one set, named after the data.
+    name = read_sample_datasets(V1).names[0]
+    assert _metrics_rows(tmp_path / "m.csv", dataset=name) == _metrics_rows(V1 / "metrics.csv")
 
 
 def test_migrate_converts_format_1(tmp_path, v1_table):
@@ -156,7 +196,7 @@ def test_migrate_converts_format_1(tmp_path, v1_table):
     pd.testing.assert_frame_equal(read_predictions(run_dir), v1_table)
     got = compute_run_metrics(run_dir, n_boot=20, seed=0)
     got.to_csv(tmp_path / "m.csv", index=False)
-    assert (tmp_path / "m.csv").read_text() == (V1 / "metrics.csv").read_text()
+    assert _metrics_rows(tmp_path / "m.csv") == _metrics_rows(V1 / "metrics.csv")
     with pytest.raises(UserInputError, match="already in format"):
         migrate(run_dir)
 
@@ -184,5 +224,5 @@ def test_resume_of_a_format_1_run_continues_in_format_2(tmp_path, v1_table):
     assert manifest["invocations"][0]["command"][-1] == "(tests/fixtures/make_run_v1.py)"
     assert set(parts) < {p.name for p in (run_dir / "parts").iterdir()}
     assert not (run_dir / PREDICTIONS_V1).exists()
-    pd.testing.assert_frame_equal(read_predictions(run_dir), v1_table)
-    assert (run_dir / "metrics.csv").read_text() == (V1 / "metrics.csv").read_text()
+    pd.testing.assert_frame_equal(_without_dataset(read_predictions(run_dir)), v1_table)
+    assert _metrics_rows(run_dir / "metrics.csv") == _metrics_rows(V1 / "metrics.csv")
