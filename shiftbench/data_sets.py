@@ -7,8 +7,9 @@ k-1) and puts every label on one common list of class names:
 * sets whose labels are class **names** (folders, CSV name labels) are mapped by name;
 * sets whose labels are class **indices** (npz, CSV integer labels) keep them; their names must
   agree index by index wherever both sets name the class (``"0"``, ``"1"`` … are unnamed);
-* anything else (a name one set lacks, index 1 named differently) is a one-line error naming
-  both sets and their class lists.
+* a set may lack classes (e.g. after ``--limit``) but never have one that the set with the most
+  classes lacks, nor name an index differently: a one-line error naming both sets and their
+  class lists.
 
 All members must share one image size (native, or the same ``image_size`` resize).
 """
@@ -103,21 +104,25 @@ def common_class_names(
         DataError: two sets disagree on a class name (one line naming both and their lists).
     """
     indexed = [(n, d) for n, d in named if not d.labels_are_names]
-    by_name = [(n, d) for n, d in named if d.labels_are_names]
-    if indexed:
-        reference = _merged_index_names(indexed)
-    else:  # the set with the most classes; the others must be among them
-        reference = list(max((d for _, d in by_name), key=lambda d: len(d.class_names)).class_names)
-    ref_owner = _owner(named, reference)
+    reference = _merged_index_names(indexed) if indexed else []
+    # Names only name-labelled sets have: after the indices, sorted (as one folder orders them).
+    named_only = {c for _, d in named if d.labels_are_names for c in d.class_names}
+    reference += sorted(named_only - set(reference))
+    # Sets may lack classes (e.g. after --limit) but never bring ones the largest set lacks.
+    largest_name, largest = max(named, key=lambda nd: len(nd[1].class_names))
+    if len(reference) > len(largest.class_names):
+        other_name, other = next(
+            (n, d) for n, d in named if not set(d.class_names) <= set(largest.class_names)
+        )
+        raise _mismatch(
+            largest_name, list(largest.class_names), other_name, list(other.class_names)
+        )
     lookup = {c: i for i, c in enumerate(reference)}
     labels = []
-    for name, d in named:
+    for _, d in named:
         if not d.labels_are_names:
             labels.append(np.asarray(d.labels, np.int64))
             continue
-        unknown = [c for c in d.class_names if c not in lookup]
-        if unknown:
-            raise _mismatch(ref_owner, reference, name, list(d.class_names))
         mapping = np.array([lookup[c] for c in d.class_names], np.int64)
         labels.append(mapping[np.asarray(d.labels, np.int64)] if len(d.labels) else d.labels)
     return reference, not indexed, labels
@@ -139,14 +144,6 @@ def _merged_index_names(indexed: Sequence[tuple[str, ImageDataset]]) -> list[str
                 )
             merged.setdefault(i, (c, set_name))
     return [merged[i][0] if i in merged else str(i) for i in range(length)]
-
-
-def _owner(named: Sequence[tuple[str, ImageDataset]], reference: list[str]) -> str:
-    """The name of a set whose class list is ``reference`` (or of the first set)."""
-    for name, d in named:
-        if list(d.class_names) == reference:
-            return name
-    return named[0][0]
 
 
 def _mismatch(a: str, a_names: list[str], b: str, b_names: list[str]) -> DataError:
