@@ -253,3 +253,28 @@ def test_resume_after_losing_a_part_gives_identical_tables(env, two, tmp_path):
         assert (out / name).read_bytes() == (two.out_dir / name).read_bytes(), name
     pd.testing.assert_frame_equal(read_predictions(out), read_predictions(two.out_dir))
     assert read_manifest(out)["invocations"][-1]["batches_computed"] == 1
+
+
+def test_unreadable_files_keep_their_global_sample_ids(env, tmp_path):
+    _, internal, _, ckpt = env
+    bad = tmp_path / "bad"
+    shutil.copytree(internal, bad)
+    (bad / "OSCC" / "0_broken.png").write_text("not a png")
+    local = open_dataset(bad).paths.index("OSCC/0_broken.png")
+    res = run([ckpt], {"a": internal, "b": bad}, SHIFTS, out=tmp_path / "o", **OPTIONS)
+    skipped = res.manifest["skipped_files"]
+    assert [(s["sample_id"], s["path"]) for s in skipped] == [(8 + local, "OSCC/0_broken.png")]
+    assert res.metrics["n"].tolist() == [8, 8] * 2  # b: 9 files, one unreadable
+    assert 8 + local not in set(res.predictions()["sample_id"])
+
+
+def test_opened_sets_are_named_after_their_folder(env):
+    """An opened data set (e.g. the test split recorded in a checkpoint, opened by
+    shiftbench.defaults) is named like its path: a CSV after the folder holding it."""
+    from shiftbench.run.datasets import named_sources
+
+    _, internal, external, _ = env
+    ds = open_dataset(external)
+    assert [n for n, _ in named_sources(ds)] == ["external_scanner"]
+    assert [n for n, _ in named_sources([ds, f"x={internal}"])] == ["external_scanner", "x"]
+    assert [n for n, _ in named_sources({"b": internal, "a": ds})] == ["b", "a"]
