@@ -95,6 +95,7 @@ def test_run_with_only_ckpt_and_shift(cli, tmp_path, monkeypatch):
     first_test_rows = pd.read_csv(TEST_CSV)["path"].head(6).tolist()
     assert sorted(set(pred["path"])) == sorted(first_test_rows)
     assert sorted(set(pred["magnitude"])) == [0.0, 1.0]
+    assert set(pred["dataset"]) == {MANIFEST.parent.name}  # the recorded split's folder name
 
     code, _, err = cli(*args, *fast)  # never clobbers: a new folder
     assert code == 0, err

@@ -29,29 +29,49 @@ from shiftbench.run.rundir import (
     checkpoint_file,
     open_predictions,
     read_manifest,
+    read_sample_datasets,
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 V1 = FIXTURES / "run_v1"
 
 
+#: Columns that runs since issue 10 write and 0.1 did not. Key columns: samples.parquet / the
+#: joined view gain ``dataset``; metrics.csv gains ``dataset`` and ``normalize`` after
+#: ``magnitude``. Metric columns: ``ece``, ``brier``, ``nll`` (+ CIs) after ``recall``. The
+#: comparisons with the 0.1 fixture check where these sit and what the keys hold (the one set,
+#: "none"), then compare every shared column text for text (same seed, same resamples); the
+#: calibration values are tested against direct formulas in tests/test_metrics_calibration.py.
+NEW_METRIC_KEYS = ("dataset", "normalize")
 CALIBRATION_COLUMNS = [m + s for m in ("ece", "brier", "nll") for s in ("", "_ci_low", "_ci_high")]
 
 
-def assert_metrics_csv_matches_0_1(path: Path) -> None:
-    """``path`` holds 0.1's metrics.csv, text for text, plus the calibration columns after recall.
-
-    Deliberate change (issue 10): metrics.csv gained ece, brier, nll (+ CIs), which 0.1 did not
-    write, so the comparison with the stored 0.1 fixture is on the shared columns (every cell's
-    text identical: same seed, same resamples) and the new columns' position is checked here;
-    their values are tested against direct formulas in tests/test_metrics_calibration.py.
-    """
+def assert_metrics_csv_matches_0_1(path: Path, dataset: str | None = None) -> None:
+    """``path`` holds 0.1's metrics.csv, text for text, plus the columns issue 10 added."""
     want = pd.read_csv(V1 / "metrics.csv", dtype=str, keep_default_na=False)
     got = pd.read_csv(path, dtype=str, keep_default_na=False)
-    after = list(want.columns).index("recall_ci_high") + 1
     columns = list(want.columns)
-    assert list(got.columns) == columns[:after] + CALIBRATION_COLUMNS + columns[after:]
+    at = columns.index("magnitude") + 1
+    after = columns.index("recall_ci_high") + 1
+    assert list(got.columns) == [
+        *columns[:at], *NEW_METRIC_KEYS, *columns[at:after], *CALIBRATION_COLUMNS,
+        *columns[after:],
+    ]  # fmt: skip
+    assert set(got["normalize"]) == {"none"}
+    assert got["dataset"].nunique() == 1
+    if dataset is not None:
+        assert set(got["dataset"]) == {dataset}
     pd.testing.assert_frame_equal(got[want.columns], want)
+
+
+def _without_dataset(frame: pd.DataFrame) -> pd.DataFrame:
+    """The joined view without the new ``dataset`` column (checked: right after sample_id)."""
+    if "dataset" not in frame.columns:
+        return frame
+    cols = list(frame.columns)
+    assert cols[cols.index("dataset") - 1] == "sample_id"
+    assert frame["dataset"].nunique() == 1
+    return frame.drop(columns="dataset")
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +109,12 @@ def rerun(tmp_path_factory) -> Path:
 def test_v2_round_trips_to_the_wide_table_of_0_1(rerun, v1_table):
     assert read_manifest(rerun)["format"] == FORMAT_V2
     assert not (rerun / PREDICTIONS_V1).exists()
-    pd.testing.assert_frame_equal(read_predictions(rerun), v1_table)
+    pd.testing.assert_frame_equal(_without_dataset(read_predictions(rerun)), v1_table)
 
 
 def test_metrics_csv_is_unchanged_from_0_1(rerun):
-    assert_metrics_csv_matches_0_1(rerun / "metrics.csv")
+    got = rerun / "metrics.csv"
+    assert_metrics_csv_matches_0_1(got, dataset=read_sample_datasets(rerun).names[0])
 
 
 def test_v2_files_are_normalised_and_compact(rerun):
@@ -102,7 +123,9 @@ def test_v2_files_are_normalised_and_compact(rerun):
     assert ck["method"].to_pylist() == ["sd", "wd"]
     assert ck["weight_decay"].to_pylist() == [None, 1e-4]
     samples = pq.read_table(rerun / SAMPLES)
-    assert samples.column_names == ["sample_id", "path", "label", "magnification", "source_index"]
+    assert samples.column_names == [
+        "sample_id", "path", "label", "dataset", "magnification", "source_index"
+    ]  # fmt: skip
     assert samples.num_rows == 16
     f = pq.ParquetFile(checkpoint_file(rerun, "blur", 1))
     schema = f.schema_arrow
@@ -127,8 +150,8 @@ def test_selecting_shifts_checkpoints_and_columns(rerun, v1_table):
     pd.testing.assert_frame_equal(got, ref)
     bare = read_predictions(rerun, with_meta=False)
     assert list(bare.columns) == [
-        "checkpoint", "shift", "magnitude", "sample_id", "label", "pred", "prob_Normal",
-        "prob_OSCC",
+        "checkpoint", "shift", "magnitude", "sample_id", "dataset", "label", "pred",
+        "prob_Normal", "prob_OSCC",
     ]  # fmt: skip
     with pytest.raises(UserInputError, match="unknown shift 'sharpen'"):
         read_predictions(rerun, shifts=["sharpen"])
@@ -162,7 +185,8 @@ def test_format_1_is_read_as_0_1_wrote_it(v1_table):
 def test_metrics_step_on_format_1_reproduces_its_metrics_csv(tmp_path):
     got = compute_run_metrics(V1, n_boot=20, seed=0)
     got.to_csv(tmp_path / "m.csv", index=False)
-    assert_metrics_csv_matches_0_1(tmp_path / "m.csv")
+    # One set, named after the data (see NEW_METRIC_KEYS).
+    assert_metrics_csv_matches_0_1(tmp_path / "m.csv", dataset=read_sample_datasets(V1).names[0])
 
 
 def test_migrate_converts_format_1(tmp_path, v1_table):
@@ -203,5 +227,5 @@ def test_resume_of_a_format_1_run_continues_in_format_2(tmp_path, v1_table):
     assert manifest["invocations"][0]["command"][-1] == "(tests/fixtures/make_run_v1.py)"
     assert set(parts) < {p.name for p in (run_dir / "parts").iterdir()}
     assert not (run_dir / PREDICTIONS_V1).exists()
-    pd.testing.assert_frame_equal(read_predictions(run_dir), v1_table)
+    pd.testing.assert_frame_equal(_without_dataset(read_predictions(run_dir)), v1_table)
     assert_metrics_csv_matches_0_1(run_dir / "metrics.csv")

@@ -86,6 +86,7 @@ def test_predictions_table_matches_an_independent_evaluation(setup, full_run):
         "shift",
         "magnitude",
         "sample_id",
+        "dataset",  # the evaluation set (one here, named after its folder)
         "path",
         "label",
         "pred",
@@ -94,6 +95,7 @@ def test_predictions_table_matches_an_independent_evaluation(setup, full_run):
         "method",
         "seed",
     ]
+    assert set(pred["dataset"]) == {data.name}
     assert len(pred) == 2 * 2 * 3 * 12
     assert pred.groupby(["checkpoint", "shift", "magnitude"]).size().eq(12).all()
     ds = open_dataset(data)
@@ -138,7 +140,10 @@ def test_metrics_recomputed_from_predictions(full_run):
     pred = full_run.predictions()
     metrics = pd.read_csv(full_run.metrics_path)
     assert len(metrics) == 2 * 2 * 3
-    assert list(metrics.columns[:4]) == ["checkpoint", "shift", "magnitude", "n"]
+    assert list(metrics.columns[:6]) == [
+        "checkpoint", "shift", "magnitude", "dataset", "normalize", "n"
+    ]  # fmt: skip
+    assert (metrics["normalize"] == "none").all()
     assert list(metrics.columns[-2:]) == ["method", "seed"]
     for row in metrics.itertuples():
         cell = pred[
@@ -353,7 +358,9 @@ def test_group_by_csv_column(setup, tmp_path):
     pred = res.predictions()
     assert "magnification" in pred.columns
     m = res.metrics
-    assert list(m.columns[:5]) == ["checkpoint", "shift", "magnitude", "magnification", "n"]
+    assert list(m.columns[:7]) == [
+        "checkpoint", "shift", "magnitude", "dataset", "normalize", "magnification", "n"
+    ]  # fmt: skip
     for row in m.itertuples():
         cell = pred[(pred.magnitude == row.magnitude) & (pred.magnification == row.magnification)]
         assert row.n == len(cell)
@@ -414,7 +421,7 @@ def test_skipped_files_are_counted_and_class_names_matched(setup, tmp_path):
     assert m["n_skipped"] == 1 and m["skipped_files"][0]["path"] == "OSCC/0_broken.png"
     pred = res.predictions()
     assert len(pred) == 12 and "OSCC/0_broken.png" not in set(pred.path)
-    assert list(pred.columns[7:9]) == ["prob_OSCC", "prob_Normal"]
+    assert list(pred.columns[8:10]) == ["prob_OSCC", "prob_Normal"]  # after dataset, pred
     # labels follow the checkpoint's class order: OSCC = 0
     assert (pred.label == pred.path.str.startswith("Normal/").astype(int)).all()
     with pytest.raises(DataError, match="strict mode"):

@@ -29,12 +29,14 @@ def run_command(
     ckpt: list[Path] = typer.Option(
         ..., "--ckpt", metavar="FILE", help="Checkpoint file; repeat for several (same classes)."
     ),
-    data: Path | None = typer.Option(
+    data: list[str] | None = typer.Option(
         None,
         "--data",
-        metavar="PATH",
-        help="Image folder (one subfolder per class), CSV manifest or .npz "
-        "(default: the test split recorded in the checkpoints).",
+        metavar="[NAME=]PATH",
+        help="Image folder (one subfolder per class), CSV manifest or .npz (default: the test "
+        "split recorded in the checkpoints). Repeat for several evaluation sets, e.g. --data "
+        "internal=a/ --data external=b.csv: one study, a dataset column in every table; a bare "
+        "PATH is named after its folder.",
     ),
     shift: list[str] = typer.Option(
         ...,
@@ -72,13 +74,13 @@ def run_command(
         0, "--seed", metavar="S", help="Seed of random shifts and the bootstrap."
     ),
     limit: int | None = typer.Option(
-        None, "--limit", metavar="N", help="Use only the first N samples."
+        None, "--limit", metavar="N", help="Use only the first N samples of each --data set."
     ),
     group_by: str | None = typer.Option(
         None,
         "--group-by",
         metavar="COLUMN",
-        help="CSV column: one metrics row per value (e.g. magnification).",
+        help="CSV column (of every --data set): one metrics row per value (e.g. magnification).",
     ),
     n_boot: int = typer.Option(
         1000, "--n-boot", metavar="N", help="Bootstrap resamples for the CIs."
@@ -139,7 +141,7 @@ def run_command(
     shifts, common_magnitudes = _shifts(list(shift), magnitudes, param, plugin)
     inputs = resolve_run_inputs(
         list(ckpt),
-        data,
+        list(data) if data else None,
         out,
         resume=resume,
         overwrite=overwrite,

@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,11 @@ import pandas as pd
 import torch
 
 from shiftbench.checkpoint import LoadedCheckpoint
-from shiftbench.data import ImageDataset, default_workers, open_dataset
+from shiftbench.data import ImageDataset, default_workers
 from shiftbench.devices import resolve_device
-from shiftbench.errors import DataError, RunError, UserInputError
+from shiftbench.errors import RunError, UserInputError
 from shiftbench.registry import load_plugins
+from shiftbench.run.datasets import EvalSets, check_group_by, open_eval_sets
 from shiftbench.run.distributed import Ranks, fault_hook, join_ranks, rank_device
 from shiftbench.run.manifest import base_manifest, outcome
 from shiftbench.run.metrics_step import compute_run_metrics
@@ -95,7 +96,8 @@ class RunResult:
 
 @dataclass
 class _Inputs:
-    dataset: ImageDataset
+    sets: EvalSets
+    dataset: ImageDataset  # sets.dataset: the one data set the sweep reads
     models: list[Model]
     plans: list[ShiftPlan]
     class_names: list[str]
@@ -106,7 +108,13 @@ class _Inputs:
 
 def run(
     checkpoints: Sequence[str | os.PathLike[str] | LoadedCheckpoint] | str | os.PathLike[str],
-    data: str | os.PathLike[str] | ImageDataset,
+    data: (
+        str
+        | os.PathLike[str]
+        | ImageDataset
+        | Mapping[str, str | os.PathLike[str] | ImageDataset]
+        | Sequence[str | os.PathLike[str] | ImageDataset]
+    ),
     shifts: Sequence[str | Shift] | str = "all",
     *,
     out: str | os.PathLike[str],
@@ -139,7 +147,13 @@ def run(
     Args:
         checkpoints: checkpoint file(s) (any format :func:`~shiftbench.load_checkpoint` reads) or
             already loaded :class:`~shiftbench.checkpoint.LoadedCheckpoint` objects.
-        data: image folder, CSV manifest, ``.npz`` file or an opened data set.
+        data: the evaluation set(s): an image folder, CSV manifest, ``.npz`` file or opened
+            data set; or several, as a mapping ``{name: path or data set}`` or a sequence of
+            ``"NAME=PATH"`` strings (bare paths are named after their folder, see
+            :func:`~shiftbench.run.rundir.dataset_name`). Several sets are evaluated as one,
+            with contiguous sample ids in the given order, and every table gets their name
+            (``dataset`` column); class names must agree, image sizes too unless
+            ``image_size`` is given.
         shifts: shift names (or :class:`Shift` instances), ``"all"``, or a comma-separated string.
         out: run directory.
         magnitudes: magnitudes for every shift (default: each shift's own sweep).
@@ -150,8 +164,8 @@ def run(
             Part of the run's identity: a resumed run must keep it.
         workers: image-decoding processes (default: half the cores, 1 to 4).
         seed: seed of stochastic shifts and of the bootstrap.
-        limit: use only the first ``limit`` samples.
-        group_by: extra CSV column; metrics get one row per value.
+        limit: use only the first ``limit`` samples of each set.
+        group_by: extra CSV column (of every set); metrics get one row per value.
         n_boot: bootstrap resamples for the confidence intervals (0: no CIs).
         strict: unreadable images are errors instead of being skipped.
         arch, num_classes, trust_checkpoint: passed to :func:`~shiftbench.load_checkpoint`.
@@ -230,6 +244,9 @@ def _identity(inp: _Inputs, settings: dict[str, Any], amp: str | None) -> dict[s
         "seed": settings["seed"],
         "class_names": inp.class_names,
     }
+    datasets = inp.sets.identity()
+    if datasets is not None:  # absent for one set: runs of earlier versions stay resumable
+        config["datasets"] = datasets
     if amp is not None:  # absent when off: runs of earlier versions stay resumable
         config["amp"] = str(amp)
     return config
@@ -261,8 +278,9 @@ def _start(
     if world_size > 1:
         invocation["world_size"] = world_size
     manifest = base_manifest(
-        previous, config, invocation, inp.models, inp.dataset, inp.plans, settings, inp.device
-    )
+        previous, config, invocation, inp.models, inp.dataset, inp.plans, settings, inp.device,
+        datasets=inp.sets.describe(),
+    )  # fmt: skip
     atomic_write_json(out_dir / MANIFEST, manifest)
     return manifest, invocation
 
@@ -317,28 +335,15 @@ def _open_inputs(
     dev = resolve_device(device)
     if channels_last is None:
         channels_last = dev.type == "cpu"
-    if isinstance(data, ImageDataset):
-        if limit is not None or image_size is not None:
-            raise UserInputError(
-                "pass limit/image_size to open_dataset, not with an opened data set"
-            )
-        dataset = data
-        dataset.strict = dataset.strict or strict
-    else:
-        dataset = open_dataset(data, limit=limit, strict=strict, image_size=image_size)
-    if len(dataset) == 0:
-        raise DataError(f"data set {dataset.source} is empty")
+    sets = open_eval_sets(data, limit=limit, strict=strict, image_size=image_size)
+    dataset = sets.dataset
     arch, num_classes, trust = load_options
     models = load_models(checkpoints, arch, num_classes, trust, dev, channels_last, say)
     out_size = probe(models, dataset, dev)
     class_names, label_map = resolve_classes(dataset, models, out_size)
-    if group_by is not None and group_by not in dataset.extras.columns:
-        have = ", ".join(map(str, dataset.extras.columns)) or "none (only CSV manifests have them)"
-        raise UserInputError(
-            f"--group-by {group_by!r} is not a column of the data; columns: {have}"
-        )
+    check_group_by(sets, group_by)
     check_names(models, dataset)
-    return _Inputs(dataset, models, plans, class_names, label_map, dev, channels_last)
+    return _Inputs(sets, dataset, models, plans, class_names, label_map, dev, channels_last)
 
 
 @dataclass
@@ -411,8 +416,9 @@ def _finish(
     if missing:  # pragma: no cover - would be a bug in pending/sweep
         raise RunError(f"internal error: {len(missing)} (batch, cell) results missing")
     write_tables(
-        out_dir, index, inp.models, inp.plans, inp.dataset, inp.label_map, inp.class_names, cells
-    )
+        out_dir, index, inp.models, inp.plans, inp.dataset, inp.label_map, inp.class_names, cells,
+        inp.sets.sample_names(),
+    )  # fmt: skip
     timings["predictions"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics = compute_run_metrics(

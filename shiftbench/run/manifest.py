@@ -27,11 +27,15 @@ def base_manifest(
     plans: list[ShiftPlan],
     settings: dict[str, Any],
     device: torch.device,
+    *,
+    datasets: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The manifest at the start of an invocation (earlier invocations are kept).
 
     Args:
+        dataset: the data set the sweep reads (with several sets: ``data`` describes the first).
         settings: ``seed, n_boot, group_by, batch_size, strict, workers, channels_last``.
+        datasets: per evaluation set ``{name, first_sample_id, n_samples, …describe()}``.
     """
     import timm
 
@@ -55,6 +59,7 @@ def base_manifest(
         },
         "checkpoints": [{**m.ckpt.describe(), "name": m.name} for m in models],
         "data": dataset.describe(),
+        **({"datasets": datasets} if datasets is not None else {}),
         "class_names": config["class_names"],
         "shifts": [p.describe() for p in plans],
         "seed": settings["seed"],

@@ -2,7 +2,10 @@
 
 :func:`compute_run_metrics` reads one predictions file (one shift × one checkpoint) at a time,
 only the columns the metrics need, and calls :func:`shiftbench.metrics.cell_metrics` on each
-magnitude (× group). Every cell uses the same bootstrap seed, so cells of equal size share their
+magnitude × evaluation set (× group). The key columns ``dataset`` (the set, from
+samples.parquet; one set named after the data for older runs) and ``normalize`` (the
+checkpoint's stain normalisation, from checkpoints.parquet; ``"none"`` when absent) are always
+present. Every cell uses the same bootstrap seed, so cells of equal size share their
 resamples (common random numbers), exactly as when the whole table was in memory.
 """
 
@@ -20,12 +23,17 @@ import pyarrow.parquet as pq
 from shiftbench.errors import UserInputError
 from shiftbench.run.rundir import (
     CHECKPOINTS,
+    DATASET,
     FORMAT_V1,
+    NORMALIZE,
     SAMPLES,
+    SampleDatasets,
     checkpoint_file,
     open_predictions,
     prob_column,
     read_manifest,
+    read_sample_datasets,
+    sample_extra_columns,
 )
 
 
@@ -45,8 +53,10 @@ def compute_run_metrics(
         group_by: a data column (``samples.parquet``); one row per value, missing values last.
 
     Returns:
-        The metrics.csv table: ``checkpoint, shift, magnitude[, group_by], n``, each metric with
-        ``_ci_low``/``_ci_high``, then the checkpoints' meta keys.
+        The metrics.csv table: ``checkpoint, shift, magnitude, dataset, normalize[, group_by],
+        n``, each metric with ``_ci_low``/``_ci_high``, then the checkpoints' meta keys; rows in
+        run order (checkpoint, shift, magnitude in sweep order), then the sets in the given
+        order, then the groups.
 
     Raises:
         DataError: not a finished run directory. UserInputError: ``group_by`` is not a column.
@@ -59,9 +69,11 @@ def compute_run_metrics(
     meta_keys = list(dict.fromkeys(k for _, meta in checkpoints for k in meta))
     read = _reader(run_dir, manifest)
     groups = _groups(run_dir, manifest, group_by) if group_by else None
+    sets = read_sample_datasets(run_dir)
+    normalize = _normalize(run_dir, manifest, [name for name, _ in checkpoints])
     shared = _SharedWeights(n_boot, seed)
     results: dict[tuple, dict[str, float]] = {}  # (checkpoint index, cell key) -> metrics
-    order: dict[tuple[int, str], list[tuple[Any, Any, tuple]]] = {}  # row order per ckpt × shift
+    order: dict[tuple[int, str], list[tuple[Any, str, Any, tuple]]] = {}  # rows per ckpt × shift
     for shift in manifest["shifts"]:
         frames = [
             read(ci, name, shift["name"], columns) for ci, (name, _) in enumerate(checkpoints)
@@ -71,9 +83,11 @@ def compute_run_metrics(
             pending: list[tuple[tuple, np.ndarray, np.ndarray]] = []
             for ci, frame in enumerate(frames):
                 cells = order.setdefault((ci, shift["name"]), [])
-                for value, labels, probs in _cells(frame, mag, groups, len(class_names)):
-                    key = ("clean", value) if is_clean else (shift["name"], mag, value)
-                    cells.append((mag, value, key))
+                for dset, value, labels, probs in _cells(
+                    frame, mag, sets, groups, len(class_names)
+                ):
+                    key = ("clean", dset, value) if is_clean else (shift["name"], mag, dset, value)
+                    cells.append((mag, dset, value, key))
                     if (ci, key) not in results:
                         results[ci, key] = {}  # claimed; filled below
                         pending.append(((ci, key), labels, probs))
@@ -82,8 +96,11 @@ def compute_run_metrics(
     rows: list[dict[str, Any]] = []
     for ci, (name, meta) in enumerate(checkpoints):
         for shift in manifest["shifts"]:
-            for mag, value, key in order.get((ci, shift["name"]), []):
-                row: dict[str, Any] = {"checkpoint": name, "shift": shift["name"], "magnitude": mag}
+            for mag, dset, value, key in order.get((ci, shift["name"]), []):
+                row: dict[str, Any] = {
+                    "checkpoint": name, "shift": shift["name"], "magnitude": mag,
+                    DATASET: dset, NORMALIZE: normalize[ci],
+                }  # fmt: skip
                 if group_by:
                     row[group_by] = value
                 row.update(results[ci, key])
@@ -131,14 +148,24 @@ class _SharedWeights:
 
 
 def _cells(
-    frame: pd.DataFrame, mag: float, groups: pd.Series | None, num_classes: int
-) -> list[tuple[Any, np.ndarray, np.ndarray]]:
-    """``(group value, labels, probs)`` of one magnitude of one checkpoint's shift file."""
+    frame: pd.DataFrame,
+    mag: float,
+    sets: SampleDatasets,
+    groups: pd.Series | None,
+    num_classes: int,
+) -> list[tuple[str, Any, np.ndarray, np.ndarray]]:
+    """``(set, group value, labels, probs)`` of one magnitude of one checkpoint's shift file."""
     sel = np.flatnonzero(frame["magnitude"].to_numpy() == mag)
     ids = frame["sample_id"].to_numpy()[sel]
     labels = frame["label"].to_numpy()[sel].astype(np.int64)
     probs = frame.iloc[sel, 3 : 3 + num_classes].to_numpy(np.float32)
-    return [(value, labels[idx], probs[idx]) for value, idx in _subsets(groups, ids)]
+    codes = sets.codes[ids] if len(sets.names) > 1 else np.zeros(len(ids), np.int32)
+    out = []
+    for k, dset in enumerate(sets.names):
+        in_set = np.flatnonzero(codes == k)
+        for value, idx in _subsets(groups, ids[in_set]):
+            out.append((dset, value, labels[in_set[idx]], probs[in_set[idx]]))
+    return out
 
 
 def _reader(run_dir: Path, manifest: dict[str, Any]) -> Any:
@@ -165,6 +192,18 @@ def _checkpoint_index(run_dir: Path) -> dict[str, int]:
     return dict(zip(t["checkpoint"].to_pylist(), t["checkpoint_index"].to_pylist(), strict=True))
 
 
+def _normalize(run_dir: Path, manifest: dict[str, Any], names: list[str]) -> list[str]:
+    """Per checkpoint, its stain normalisation (checkpoints.parquet; ``"none"`` when absent)."""
+    if (
+        manifest["format"] == FORMAT_V1
+        or NORMALIZE not in pq.read_schema(run_dir / CHECKPOINTS).names
+    ):
+        return ["none"] * len(names)
+    t = pq.read_table(run_dir / CHECKPOINTS, columns=["checkpoint", NORMALIZE]).to_pandas()
+    value = dict(zip(t["checkpoint"], t[NORMALIZE].fillna("none").astype(str), strict=True))
+    return [value.get(n, "none") for n in names]
+
+
 def _groups(run_dir: Path, manifest: dict[str, Any], group_by: str) -> pd.Series:
     """The ``group_by`` value of every sample, indexed by sample id."""
     if manifest["format"] == FORMAT_V1:
@@ -176,9 +215,9 @@ def _groups(run_dir: Path, manifest: dict[str, Any], group_by: str) -> pd.Series
         t = pq.read_table(run_dir / PREDICTIONS_V1, columns=["sample_id", group_by]).to_pandas()
         t = t.drop_duplicates("sample_id").set_index("sample_id")[group_by]
         return t.reindex(range(int(t.index.max()) + 1 if len(t) else 0))
-    names = pq.read_schema(run_dir / SAMPLES).names
-    if group_by not in names[3:]:
-        have = ", ".join(names[3:]) or "none"
+    names = sample_extra_columns(pq.read_schema(run_dir / SAMPLES).names)
+    if group_by not in names:
+        have = ", ".join(names) or "none"
         raise UserInputError(f"group_by {group_by!r} is not a data column; columns: {have}")
     return pq.read_table(run_dir / SAMPLES, columns=[group_by]).to_pandas()[group_by]
 
@@ -196,7 +235,14 @@ def _frame(rows: list[dict[str, Any]], group_by: str | None, meta_keys: list[str
     frame = pd.DataFrame(rows)
     if "n" in frame.columns:
         frame["n"] = frame["n"].astype("int64")
-    front = ["checkpoint", "shift", "magnitude", *([group_by] if group_by else [])]
+    front = [
+        "checkpoint",
+        "shift",
+        "magnitude",
+        DATASET,
+        NORMALIZE,
+        *([group_by] if group_by else []),
+    ]
     metric_cols = [c for c in frame.columns if c not in front and c not in meta_keys]
     return frame[front + metric_cols + meta_keys]
 

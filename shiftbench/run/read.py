@@ -23,12 +23,12 @@ from shiftbench.errors import UserInputError
 from shiftbench.run.rundir import (
     CHECKPOINT_COLUMNS,
     CHECKPOINTS,
+    DATASET,
     FORMAT_V1,
     FORMAT_V2,
     MANIFEST,
     PREDICTIONS_DIR,
     PREDICTIONS_V1,
-    SAMPLE_COLUMNS,
     SAMPLES,
     atomic_write,
     atomic_write_json,
@@ -37,6 +37,7 @@ from shiftbench.run.rundir import (
     open_predictions,
     prob_column,
     read_manifest,
+    sample_extra_columns,
 )
 
 #: Columns of the wide table, in order, before the meta and extra columns.
@@ -70,7 +71,8 @@ def read_predictions(
     Returns:
         A pandas DataFrame with the columns and dtypes of 0.1's ``predictions.parquet``
         (``checkpoint, shift, magnitude, sample_id, path, label, pred, prob_<class>...``, meta
-        keys, extra data columns), rows in run order (checkpoint, shift, magnitude in sweep
+        keys, extra data columns; runs with a ``dataset`` column in samples.parquet have
+        ``dataset``, the sample's evaluation set, right after ``sample_id``), rows in run order (checkpoint, shift, magnitude in sweep
         order, sample id) — or the lazy dataset.
 
     Raises:
@@ -165,12 +167,14 @@ def _wide_v2(
     probs = [prob_column(c) for c in manifest["class_names"]]
     ck = pq.read_table(run_dir / CHECKPOINTS)
     meta_names = ck.column_names[len(CHECKPOINT_COLUMNS) :] if with_meta else []
-    sample_schema = pq.read_schema(run_dir / SAMPLES)
-    extra_names = sample_schema.names[len(SAMPLE_COLUMNS) :] if with_meta else []
+    sample_names = pq.read_schema(run_dir / SAMPLES).names
+    extra_names = sample_extra_columns(sample_names) if with_meta else []
     front = [c for c in WIDE_FRONT if with_meta or c != "path"]
+    if DATASET in sample_names:  # the sample's evaluation set, right after its id
+        front.insert(front.index("sample_id") + 1, DATASET)
     available = [*front, *probs, *meta_names, *extra_names]
     wanted = _check_columns(columns, available)
-    sample_cols = [c for c in wanted if c == "path" or c in extra_names]
+    sample_cols = [c for c in wanted if c in ("path", DATASET) or c in extra_names]
     samples = pq.read_table(run_dir / SAMPLES, columns=["sample_id", *sample_cols])
     sample_pos = samples["sample_id"].to_numpy()
     order = np.argsort(sample_pos, kind="stable")

@@ -13,15 +13,16 @@ This module is the one place that says what a run directory holds (format 2,
                            seed, arch, ...). The fixed columns carry the ``checkpoint_`` prefix
                            so that meta keys such as ``arch`` (written by shiftbench train) keep
                            their names, as in the 0.1 wide table.
-      samples.parquet      one row per sample: sample_id int32, path, label int32, then the
-                           extra columns of a CSV manifest (magnification, ...)
+      samples.parquet      one row per sample: sample_id int32, path, label int32, dataset
+                           (the evaluation set's name), then the extra columns of a CSV
+                           manifest (magnification, ...)
       predictions/shift=<name>/part-c<checkpoint_index:04d>.parquet
                            hive-partitioned by shift (``<name>`` URI-encoded); columns:
                            checkpoint dictionary<int32, string>, magnitude float64,
                            sample_id int32, label int32, pred int32, prob_<class> float32;
                            rows sorted by magnitude (in sweep order) then sample_id; one row
                            group per magnitude
-      metrics.csv          one row per checkpoint × shift × magnitude (× group)
+      metrics.csv          one row per checkpoint × shift × magnitude × dataset (× group)
       parts/               raw per-batch results, the source of truth for --resume
 
 The identity magnitude of a shift (its *clean* cell) is evaluated once per checkpoint and stored
@@ -86,6 +87,7 @@ __all__ = [
     "read_format",
     "read_manifest",
     "read_sample_datasets",
+    "sample_extra_columns",
     "shift_dir",
 ]
 
@@ -120,9 +122,16 @@ CHECKPOINT_TYPES = {
     "checkpoint_input_size": pa.int32(),
 }
 CHECKPOINT_COLUMNS = tuple(CHECKPOINT_TYPES)
-#: Fixed columns of samples.parquet (extra data columns follow).
+#: Fixed columns of samples.parquet; then ``dataset`` (runs since several evaluation sets; absent
+#: in earlier ones), then the extra data columns. Readers take the extras as the names minus
+#: these and ``dataset`` (see :func:`sample_extra_columns`), never by position.
 SAMPLE_COLUMNS = ("sample_id", "path", "label")
-SAMPLE_TYPES = {"sample_id": pa.int32(), "path": pa.string(), "label": pa.int32()}
+SAMPLE_TYPES = {
+    "sample_id": pa.int32(),
+    "path": pa.string(),
+    "label": pa.int32(),
+    "dataset": pa.string(),
+}
 PROB_PREFIX = "prob_"
 #: Column of samples.parquet and metrics.csv naming the evaluation set of a sample (``run
 #: --data NAME=PATH``); the sets occupy contiguous sample-id ranges in the order given.
@@ -364,6 +373,11 @@ def dataset_name(path: str | os.PathLike[str]) -> str:
     if p.suffix.lower() == ".csv":
         p = p.resolve().parent
     return p.name if p.is_dir() or p.suffix == "" else p.stem
+
+
+def sample_extra_columns(names: Iterable[str]) -> list[str]:
+    """The extra data columns among samples.parquet's column ``names`` (any format)."""
+    return [n for n in names if n not in SAMPLE_COLUMNS and n != DATASET]
 
 
 def read_sample_datasets(run_dir: str | os.PathLike[str]) -> SampleDatasets:

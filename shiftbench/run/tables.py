@@ -26,6 +26,7 @@ from shiftbench.run.plan import CLEAN, Cell, ShiftPlan
 from shiftbench.run.rundir import (
     CHECKPOINT_TYPES,
     CHECKPOINTS,
+    DATASET,
     PREDICTIONS_DIR,
     PREDICTIONS_V1,
     SAMPLE_TYPES,
@@ -46,8 +47,11 @@ def write_tables(
     label_map: np.ndarray,
     class_names: list[str],
     cells: list[Cell],
+    set_names: list[str] | None = None,
 ) -> None:
     """Write checkpoints.parquet, samples.parquet and predictions/ of ``out_dir`` from the parts.
+
+    ``set_names``: the evaluation set of every sample (``dataset`` column of samples.parquet).
 
     Files of an earlier invocation that this run no longer has (another checkpoint list) and a
     format-1 ``predictions.parquet`` are removed afterwards.
@@ -55,7 +59,7 @@ def write_tables(
     if not index.files:  # pragma: no cover - every run writes at least one part
         raise RunError("internal error: no results in parts/")
     _write_parquet(out_dir / CHECKPOINTS, checkpoints_table(models))
-    _write_parquet(out_dir / SAMPLES, samples_table(dataset, label_map))
+    _write_parquet(out_dir / SAMPLES, samples_table(dataset, label_map, set_names))
     source = pads.dataset([str(f) for f in index.files], format="parquet")
     written: set[Path] = set()
     for ci, m in enumerate(models):
@@ -115,17 +119,21 @@ def meta_type(values: list[Any]) -> pa.DataType:
         return pa.string()
 
 
-def samples_table(dataset: ImageDataset, label_map: np.ndarray) -> pa.Table:
-    """One row per sample: id, path, label (the model's class index) and the extra columns."""
+def samples_table(
+    dataset: ImageDataset, label_map: np.ndarray, set_names: list[str] | None = None
+) -> pa.Table:
+    """One row per sample: id, path, label (the model's class index), evaluation set name
+    (``dataset``, when ``set_names`` gives one per sample) and the extra columns."""
     n = len(dataset)
     labels = np.asarray(label_map)[np.asarray(dataset.labels, dtype=np.int64)] if n else []
-    table = pa.table(
-        {
-            "sample_id": pa.array(np.arange(n, dtype=np.int32), SAMPLE_TYPES["sample_id"]),
-            "path": pa.array([str(p) for p in dataset.paths], SAMPLE_TYPES["path"]),
-            "label": pa.array(np.asarray(labels, dtype=np.int32), SAMPLE_TYPES["label"]),
-        }
-    )
+    columns = {
+        "sample_id": pa.array(np.arange(n, dtype=np.int32), SAMPLE_TYPES["sample_id"]),
+        "path": pa.array([str(p) for p in dataset.paths], SAMPLE_TYPES["path"]),
+        "label": pa.array(np.asarray(labels, dtype=np.int32), SAMPLE_TYPES["label"]),
+    }
+    if set_names is not None:
+        columns[DATASET] = pa.array(set_names, SAMPLE_TYPES[DATASET])
+    table = pa.table(columns)
     extras = dataset.extras
     if len(extras.columns):
         ex = pa.Table.from_pandas(extras.reset_index(drop=True), preserve_index=False)
