@@ -115,7 +115,10 @@ def plot(
     data = compute_curves(aligned, reps, metric, band, ci)
 
     band_txt = _band_text(band, ci, boot)
-    title = title or f"{METRIC_TITLES[metric]} vs shift magnitude (mean over seeds, {band_txt})"
+    on_set = f" on data set {study.datasets[0]}" if study.sample_ids is not None else ""
+    title = title or (
+        f"{METRIC_TITLES[metric]} vs shift magnitude{on_set} (mean over seeds, {band_txt})"
+    )
     fig = _draw_curves(data, aligned, metric, hue, title)
     write_csv(paths["csv"], data)
     save_figure(fig, paths["png"])
