@@ -126,7 +126,7 @@ def checkpoint_metrics(
     evaluation set, required when the runs hold several.
     """
     study = runs if isinstance(runs, Study) else load_runs(runs)
-    study = study.select(dataset, option="dataset")
+    study = study.select(dataset, option="dataset=")
     aligned = align(study, by, shifts)
     reps = study_replicates(study, aligned, metric, 0, 0)
     rows = []

@@ -119,7 +119,7 @@ class Study:
         """
         if name not in self.datasets:
             raise UserInputError(
-                f"{option} {name!r} is not an evaluation set of the runs; sets: "
+                f"{_given(option)}{name!r} is not an evaluation set of the runs; sets: "
                 f"{', '.join(self.datasets)}"
             )
         if len(self.datasets) == 1:
@@ -150,7 +150,7 @@ class Study:
         if len(self.datasets) > 1:
             raise UserInputError(
                 f"the runs hold {len(self.datasets)} evaluation sets ({', '.join(self.datasets)}); "
-                f"choose one with {option} NAME{hint}"
+                f"choose one with {_given(option)}NAME{hint}"
             )
         return self
 
@@ -174,6 +174,11 @@ class Study:
                 f"checkpoint {ck!r} has no value in column {column!r}; give every checkpoint a "
                 f"{column!r} in its meta, or choose another {option} column"
             )
+
+
+def _given(option: str) -> str:
+    """``--dataset `` (CLI option) or ``dataset=`` (keyword argument) before a value."""
+    return option if option.endswith("=") else option + " "
 
 
 def load_runs(runs: str | Path | Sequence[str | Path], *, plugins: Sequence[str] = ()) -> Study:
