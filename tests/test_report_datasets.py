@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
 import pytest
 from _synthetic import synthetic_predictions
 from _synthetic_v2 import write_run_v2
@@ -16,6 +18,7 @@ from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
 
 import shiftbench.report as report
 from shiftbench.errors import UserInputError
+from shiftbench.report.cells import sample_filter
 from shiftbench.report.study import load_runs
 
 SEEDS = (0, 1, 2)
@@ -268,3 +271,11 @@ magnitude = 19
     bad.write_text(f'out = "x"\nruns = ["{runs["two"]}"]\n\n[[plot]]\nname = "p"\n')
     line = _one_line_error(*cli("figures", bad)[::2])
     assert "'p'" in line and "--dataset" in line
+
+
+@pytest.mark.parametrize("dtype", [pa.int32(), pa.int64()])  # format 2 / format 1 ids
+def test_sample_filter_range_and_membership(dtype):
+    table = pa.table({"sample_id": pa.array(np.arange(20), dtype)})
+    for ids in (np.arange(5, 12), np.array([0, 3, 4, 19])):
+        got = pads.dataset(table).to_table(filter=sample_filter(ids))["sample_id"]
+        np.testing.assert_array_equal(got.to_numpy(), ids)
