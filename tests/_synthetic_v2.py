@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from shiftbench.run import rundir
 
-_ROW = ("checkpoint", "shift", "magnitude", "sample_id", "path", "label", "pred")
+_ROW = ("checkpoint", "shift", "magnitude", "sample_id", "path", "label", "pred", "dataset")
 
 
 def shift_records(table: pd.DataFrame, units: str = "magnitude") -> list[dict]:
@@ -51,7 +51,11 @@ def declare_shifts(run_dir: Path, table: pd.DataFrame) -> Path:
 def write_run_v2(
     run_dir: str | Path, table: pd.DataFrame, class_names: Sequence[str] | None = None
 ) -> Path:
-    """Write ``table`` (the wide 0.1 schema) as a format-2 run directory; returns it."""
+    """Write ``table`` (the wide 0.1 schema) as a format-2 run directory; returns it.
+
+    A ``dataset`` column (the evaluation set of each sample, sets in contiguous sample-id
+    ranges) is written to samples.parquet, as ``run --data NAME=PATH …`` does.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     probs = [c for c in table.columns if c.startswith(rundir.PROB_PREFIX)]
@@ -71,7 +75,9 @@ def write_run_v2(
     ]
     fixed = pd.DataFrame(dict(zip(rundir.CHECKPOINT_COLUMNS, values, strict=True)))
     pd.concat([fixed, cks[meta]], axis=1).to_parquet(run_dir / rundir.CHECKPOINTS, index=False)
-    samples = table.drop_duplicates("sample_id")[["sample_id", "path", "label"]]
+    # A ``dataset`` column of the table (several evaluation sets) goes to samples.parquet.
+    fixed_samples = ["sample_id", "path", "label", *(["dataset"] if "dataset" in table else [])]
+    samples = table.drop_duplicates("sample_id")[fixed_samples]
     samples = samples.sort_values("sample_id").astype({"sample_id": "int32", "label": "int32"})
     samples.to_parquet(run_dir / rundir.SAMPLES, index=False)
     schema = rundir.prediction_schema(names)

@@ -36,6 +36,14 @@ NBoot = Annotated[
 ]
 Seed = Annotated[int, typer.Option("--seed", metavar="S", help="Bootstrap seed.")]
 Ci = Annotated[float, typer.Option("--ci", metavar="X", help="Interval coverage.")]
+Dataset = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        metavar="NAME",
+        help="Evaluation set (run --data NAME=PATH); required when the runs hold several.",
+    ),
+]
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -88,6 +96,14 @@ def leaderboard_cmd(
     seed: Seed = 0,
     ci: Ci = 0.95,
     plugin: Plugins = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            metavar="NAME",
+            help="Rank one evaluation set only (default: one section per set).",
+        ),
+    ] = None,
 ) -> None:
     """Leaderboard: one row per method, robustness per shift, differences to a baseline."""
     from shiftbench.report import leaderboard
@@ -104,6 +120,7 @@ def leaderboard_cmd(
         seed=seed,
         ci=ci,
         plugins=plugin or [],
+        dataset=dataset,
     )
     typer.echo(res.markdown.split("\n## Notes")[0].rstrip())
     typer.echo("wrote " + ", ".join(str(p) for p in res.paths.values()))
@@ -141,8 +158,18 @@ def plot_cmd(
     seed: Seed = 0,
     ci: Ci = 0.95,
     plugin: Plugins = None,
+    dataset: Dataset = None,
+    x: Annotated[
+        str,
+        typer.Option(
+            "--x",
+            metavar="AXIS",
+            help="magnitude: metric vs magnitude per shift; dataset: clean metric per "
+            "evaluation set (the ladder).",
+        ),
+    ] = "magnitude",
 ) -> None:
-    """Metric vs shift magnitude, one panel per shift (mean over seeds with a band)."""
+    """Metric vs shift magnitude per shift, or the clean metric per evaluation set (--x dataset)."""
     from shiftbench.report import plot
 
     res = _run(
@@ -157,6 +184,8 @@ def plot_cmd(
         seed=seed,
         ci=ci,
         plugins=plugin or [],
+        dataset=dataset,
+        x=x,
     )
     typer.echo("wrote " + ", ".join(str(p) for p in res.paths.values()))
 
@@ -181,6 +210,7 @@ def roc_cmd(
     seed: Seed = 0,
     ci: Ci = 0.95,
     plugin: Plugins = None,
+    dataset: Dataset = None,
 ) -> None:
     """ROC of seed ensembles per method, bootstrap AUROC CIs and DeLong's test."""
     from shiftbench.report import roc
@@ -197,6 +227,7 @@ def roc_cmd(
         seed=seed,
         ci=ci,
         plugins=plugin or [],
+        dataset=dataset,
     )
     typer.echo("wrote " + ", ".join(str(p) for p in res.paths.values()))
 

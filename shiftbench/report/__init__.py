@@ -12,6 +12,7 @@ shift's units and identity magnitude come from the run manifest.
   (95 % CI, p); ``leaderboard.{md,csv,html}`` and ``differences.csv`` (per-magnitude differences).
 * :func:`plot` — the paper's Figure 4: one panel per shift, metric vs magnitude, mean over seeds
   with a ±1 SD band (or a bootstrap CI over samples); PNG, PDF and the plotted numbers as CSV.
+  With ``x="dataset"``: the ladder of evaluation sets (Figure 5), the clean metric per set.
 * :func:`roc` — ROC curves of seed ensembles with bootstrap AUROC CIs and DeLong's test against
   the baseline (paper Figure 7); PNG, PDF and CSVs.
 * :func:`figures` — everything a report needs, from a TOML spec (``benchmarks/*.toml``).
@@ -21,11 +22,16 @@ Choices (also printed in the footnotes): the difference to the baseline is that 
 ids jointly for all methods, seeds and magnitudes, with a percentile interval and the two-sided
 p-value of :func:`shiftbench.stats.bootstrap_p_value`.
 
-Modules: :mod:`~shiftbench.report.study` (load), :mod:`~shiftbench.report.align` (group and
-check), :mod:`~shiftbench.report.cells` (read one cell), :mod:`~shiftbench.report.replicates`
-(metrics and bootstrap replicates), :mod:`~shiftbench.report.leaderboard`,
-:mod:`~shiftbench.report.curves`, :mod:`~shiftbench.report.roc`, :mod:`~shiftbench.report.figures`,
-:mod:`~shiftbench.report.format` (strings) and :mod:`~shiftbench.report.write` (atomic files).
+Several evaluation sets (``run --data NAME=PATH …``) are never pooled: the leaderboard has one
+section per set, the other reports take ``dataset=NAME`` (:meth:`Study.for_dataset`).
+
+Modules: :mod:`~shiftbench.report.study` (load), :mod:`~shiftbench.report.sets` (evaluation
+sets), :mod:`~shiftbench.report.align` (group and check), :mod:`~shiftbench.report.cells` (read
+one cell), :mod:`~shiftbench.report.replicates` (metrics and bootstrap replicates),
+:mod:`~shiftbench.report.leaderboard`, :mod:`~shiftbench.report.curves`,
+:mod:`~shiftbench.report.ladder`, :mod:`~shiftbench.report.roc`,
+:mod:`~shiftbench.report.figures`, :mod:`~shiftbench.report.format` (strings) and
+:mod:`~shiftbench.report.write` (atomic files).
 """
 
 from __future__ import annotations

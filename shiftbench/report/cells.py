@@ -41,6 +41,8 @@ def read_cell(study: Study, aligned: Aligned, shift: str, magnitude: float) -> C
     """
     columns = ["checkpoint", "sample_id", "label", "pred", *study.prob_columns]
     where = (pads.field("shift") == shift) & (pads.field("magnitude") == magnitude)
+    if study.sample_ids is not None:  # one evaluation set of several
+        where = where & sample_filter(study.sample_ids)
     ck_index = {ck: i for i, ck in enumerate(aligned.checkpoints)}
     tables = []
     for source in study.sources:
@@ -84,6 +86,18 @@ def read_cell(study: Study, aligned: Aligned, shift: str, magnitude: float) -> C
         preds=preds,
         probs=probs,
     )
+
+
+def sample_filter(ids: np.ndarray) -> pads.Expression:
+    """Rows whose ``sample_id`` is in ``ids`` (sorted): a range test when they are contiguous.
+
+    The sets of a run occupy contiguous sample-id ranges, so a set is usually a range (which
+    parquet statistics can prune); otherwise a membership test.
+    """
+    sid = pads.field("sample_id")
+    if ids.size and int(ids[-1]) - int(ids[0]) + 1 == ids.size:
+        return (sid >= int(ids[0])) & (sid <= int(ids[-1]))
+    return sid.cast(pa.int64()).isin(pa.array(ids, pa.int64()))
 
 
 def _column(table: pa.Table, name: str, dtype: type) -> np.ndarray:

@@ -22,6 +22,8 @@ from shiftbench.stats import seed_bands
 
 #: Band kinds of :func:`plot`: ±1 SD over seeds, or a bootstrap CI over test samples.
 BANDS = ("sd", "ci")
+#: x axes of :func:`plot`: the shift magnitude (one panel per shift) or the evaluation sets.
+X_AXES = ("magnitude", "dataset")
 
 
 @dataclass
@@ -56,6 +58,8 @@ def plot(
     ci: float = 0.95,
     plugins: Sequence[str] = (),
     title: str | None = None,
+    dataset: str | None = None,
+    x: str = "magnitude",
 ) -> PlotResult:
     """Metric vs shift magnitude, one panel per shift (the paper's Figure 4).
 
@@ -75,33 +79,91 @@ def plot(
         n_boot, seed, ci: bootstrap for ``band="ci"``.
         plugins: modules defining extra shifts.
         title: figure title (default names metric and band).
+        dataset: the evaluation set to draw; required when the runs hold several sets
+            (``run --data NAME=PATH …``), which are never pooled.
+        x: ``magnitude`` (the curves above) or ``dataset``: the ladder of evaluation sets (the
+            SD paper's Figure 5; :mod:`shiftbench.report.ladder`): x = the sets in the order
+            given to ``run``, y = the clean metric (identity magnitude), one line per ``hue``
+            group, mean over seeds with the same band; the CSV holds its numbers.
 
     Returns:
         :class:`PlotResult` with the plotted numbers (``data``) and ``paths`` (png, pdf, csv).
     """
     if band not in BANDS:
         raise UserInputError(f"unknown band {band!r}; valid: {', '.join(BANDS)}")
+    if x not in X_AXES:
+        raise UserInputError(f"unknown x axis {x!r}; valid: {', '.join(X_AXES)}")
     paths = figure_paths(out)
     study = runs if isinstance(runs, Study) else load_runs(runs, plugins=plugins)
     check_common(metric, n_boot, ci, study.num_classes)
+    boot = n_boot if band == "ci" else 0
+    if band == "ci" and boot == 0:
+        raise UserInputError("band 'ci' needs n_boot > 0")
+    if x == "dataset":
+        if dataset is not None:
+            raise UserInputError(
+                "--dataset and --x dataset exclude each other: the ladder draws every set"
+            )
+        return _plot_ladder(study, paths, metric, hue, shifts, band, boot, seed, ci, title)
+    study = study.select(dataset, hint=", or draw the ladder of sets with --x dataset")
     aligned = align(study, hue, shifts, option="--hue")
     notes: list[str] = []
     if band == "sd":
         single_seed_notes(aligned, notes)
-    boot = n_boot if band == "ci" else 0
-    if band == "ci" and boot == 0:
-        raise UserInputError("band 'ci' needs n_boot > 0")
     reps = study_replicates(study, aligned, metric, boot, seed)
 
     data = compute_curves(aligned, reps, metric, band, ci)
 
-    band_txt = (
-        "±1 SD over seeds"
-        if band == "sd"
-        else f"{100 * ci:g} % bootstrap CI over test samples (B = {boot})"
+    band_txt = _band_text(band, ci, boot)
+    on_set = f" on data set {study.datasets[0]}" if study.sample_ids is not None else ""
+    title = title or (
+        f"{METRIC_TITLES[metric]} vs shift magnitude{on_set} (mean over seeds, {band_txt})"
     )
-    title = title or f"{METRIC_TITLES[metric]} vs shift magnitude (mean over seeds, {band_txt})"
     fig = _draw_curves(data, aligned, metric, hue, title)
+    write_csv(paths["csv"], data)
+    save_figure(fig, paths["png"])
+    save_figure(fig, paths["pdf"])
+    return PlotResult(data, paths, notes)
+
+
+def _band_text(band: str, ci: float, boot: int) -> str:
+    if band == "sd":
+        return "±1 SD over seeds"
+    return f"{100 * ci:g} % bootstrap CI over test samples (B = {boot})"
+
+
+def _plot_ladder(
+    study: Study,
+    paths: dict[str, Path],
+    metric: str,
+    hue: str,
+    shifts: Sequence[str] | None,
+    band: str,
+    boot: int,
+    seed: int,
+    ci: float,
+    title: str | None,
+) -> PlotResult:
+    """``plot(x="dataset")``: compute, render and write the ladder of evaluation sets."""
+    from shiftbench.report.ladder import compute_ladder, render_ladder
+
+    notes: list[str] = []
+    data = compute_ladder(
+        study,
+        metric=metric,
+        hue=hue,
+        shifts=shifts,
+        band=band,
+        n_boot=boot,
+        seed=seed,
+        ci=ci,
+        notes=notes,
+    )
+    title = title or (
+        f"Clean {METRIC_TITLES[metric]} per evaluation set "
+        f"(mean over seeds, {_band_text(band, ci, boot)})"
+    )
+    fig = render_ladder(data, metric, hue, title)
     write_csv(paths["csv"], data)
     save_figure(fig, paths["png"])
     save_figure(fig, paths["pdf"])

@@ -36,6 +36,7 @@ _TOP_KEYS = {
     "seed",
     "ci",
     "plugins",
+    "dataset",
     "leaderboard",
     "plot",
     "roc",
@@ -52,8 +53,22 @@ _ENTRY_KEYS = {
         "seed",
         "ci",
         "title",
+        "dataset",
     },
-    "plot": {"name", "runs", "metric", "hue", "shifts", "band", "n_boot", "seed", "ci", "title"},
+    "plot": {
+        "name",
+        "runs",
+        "metric",
+        "hue",
+        "shifts",
+        "band",
+        "n_boot",
+        "seed",
+        "ci",
+        "title",
+        "dataset",
+        "x",
+    },
     "roc": {
         "name",
         "runs",
@@ -65,6 +80,7 @@ _ENTRY_KEYS = {
         "seed",
         "ci",
         "title",
+        "dataset",
     },
 }
 
@@ -85,6 +101,8 @@ _SPEC_TYPES: dict[str, Any] = {
     "hue": str,
     "band": str,
     "shift": str,
+    "dataset": str,
+    "x": str,
     "n_boot": int,
     "seed": int,
     "ci": (float, int),
@@ -114,6 +132,9 @@ def figures(spec: str | Path, *, root: str | Path | None = None) -> FiguresResul
     The spec (see ``benchmarks/demo.toml`` and ``docs/reference/cli-report.md``) names the runs,
     the output folder, defaults (``by``, ``baseline``, ``n_boot``, ``seed``, ``ci``) and lists
     ``[[leaderboard]]``, ``[[plot]]`` and ``[[roc]]`` entries, each with a unique ``name``.
+    Runs with several evaluation sets: ``dataset = "NAME"`` (top level or per entry) picks one
+    set; ``x = "dataset"`` in a ``[[plot]]`` draws the ladder of sets (every set, whatever the
+    top-level ``dataset``).
     Relative paths are resolved against ``root`` (argument, else the spec's ``root`` key relative
     to the spec file, else the spec's folder). Outputs: ``<out>/<name>/leaderboard.*``,
     ``<out>/<name>.{png,pdf,csv}`` and ``<out>/index.md``. Seeded throughout: running it twice
@@ -127,7 +148,8 @@ def figures(spec: str | Path, *, root: str | Path | None = None) -> FiguresResul
     cfg = _read_spec(spec)
     base = Path(root) if root is not None else spec.parent / str(cfg.get("root", "."))
     out_dir = base / str(cfg["out"])
-    defaults = {k: cfg[k] for k in ("by", "baseline", "n_boot", "seed", "ci") if k in cfg}
+    keys = ("by", "baseline", "n_boot", "seed", "ci", "dataset")
+    defaults = {k: cfg[k] for k in keys if k in cfg}
     plugins = list(cfg.get("plugins", []))
     studies: dict[tuple[str, ...], Study] = {}
 
@@ -154,6 +176,8 @@ def figures(spec: str | Path, *, root: str | Path | None = None) -> FiguresResul
     for kind, item in _entries(spec, cfg):
         name = item["name"]
         opts = {**defaults, **{k: v for k, v in item.items() if k not in ("name", "runs")}}
+        if kind == "plot" and item.get("x") == "dataset" and "dataset" not in item:
+            opts.pop("dataset", None)  # the ladder draws every set, whatever the default
         try:
             study, runs = study_for(item)
             with warnings.catch_warnings(record=True) as caught:

@@ -70,9 +70,26 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def html_page(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    return html_sections(title, [(None, header, rows)], notes)
+
+
+def html_sections(
+    title: str,
+    sections: list[tuple[str | None, list[str], list[list[str]]]],
+    notes: list[str],
+) -> str:
+    """An HTML page of one table per ``(heading or None, header, rows)`` section, then notes."""
     esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "\n".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    tables = []
+    for heading, header, rows in sections:
+        head = "".join(f"<th>{esc(h)}</th>" for h in header)
+        body = "\n".join(
+            "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows
+        )
+        tables.append(
+            (f"<h2>{esc(heading)}</h2>\n" if heading is not None else "")
+            + f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"
+        )
     foot = "\n".join(f"<li>{esc(n)}</li>" for n in notes)
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -83,6 +100,6 @@ def html_page(title: str, header: list[str], rows: list[list[str]], notes: list[
         "th { background: #eee; }\n"
         "td:nth-child(2), th:nth-child(2) { text-align: left; }\n"
         "</style>\n</head>\n<body>\n"
-        f"<h1>{esc(title)}</h1>\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n"
-        f"</tbody>\n</table>\n<h2>Notes</h2>\n<ol>\n{foot}\n</ol>\n</body>\n</html>\n"
+        f"<h1>{esc(title)}</h1>\n{''.join(tables)}"
+        f"<h2>Notes</h2>\n<ol>\n{foot}\n</ol>\n</body>\n</html>\n"
     )

@@ -23,6 +23,7 @@ from shiftbench.report.format import (
     fmt_mean_sd,
     fmt_value,
     html_page,
+    html_sections,
     is_percent,
     markdown_table,
 )
@@ -74,6 +75,7 @@ def leaderboard(
     ci: float = 0.95,
     plugins: Sequence[str] = (),
     title: str | None = None,
+    dataset: str | None = None,
 ) -> LeaderboardResult:
     """Leaderboard of methods under shift, written as Markdown, CSV and HTML.
 
@@ -99,6 +101,11 @@ def leaderboard(
         ci: interval coverage.
         plugins: modules defining extra shifts (for their units and identity).
         title: heading of the Markdown / HTML page.
+        dataset: the one evaluation set to rank (default: every set of the runs).
+
+    With several evaluation sets (``run --data NAME=PATH …``) the sets are never pooled: one
+    section per set in the given order (Markdown / HTML heading ``Data set: NAME``), and the
+    CSVs gain a leading ``dataset`` column. A study of one set gives the same files as before.
 
     Returns:
         :class:`LeaderboardResult`.
@@ -112,21 +119,22 @@ def leaderboard(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; give a directory for the leaderboard")
-    aligned = align(study, by, shifts)
-    check_baseline(aligned, baseline)
-    notes: list[str] = []
-    single_seed_notes(aligned, notes)
-    boot = n_boot if baseline is not None else 0
-    reps = study_replicates(study, aligned, metric, boot, seed)
-    table, differences, n_samples, clean_shift = compute_leaderboard(
-        aligned, reps, metric, baseline, boot, ci, notes
-    )
-    footnotes = _leaderboard_notes(
-        study, aligned, metric, baseline, boot, seed, ci, n_samples, clean_shift
-    )
-    footnotes += notes
     title = title or f"Leaderboard: {METRIC_TITLES[metric]} under distribution shift"
-    markdown, page = render_leaderboard(table, aligned, metric, baseline, title, footnotes)
+    names = study.datasets if dataset is None else study.for_dataset(dataset).datasets
+    sections = [
+        _section(study.for_dataset(name), by, baseline, metric, shifts, n_boot, seed, ci)
+        for name in names
+    ]
+    if len(study.datasets) == 1:
+        section = sections[0]
+        table, differences, notes = section.table, section.differences, section.notes
+        markdown, page = render_leaderboard(
+            table, section.aligned, metric, baseline, title, section.footnotes
+        )
+    else:
+        table, differences, notes, markdown, page = _several_sets(
+            names, sections, metric, baseline, title
+        )
     paths = {
         "md": out / "leaderboard.md",
         "csv": out / "leaderboard.csv",
@@ -139,6 +147,89 @@ def leaderboard(
         paths["differences"] = out / "differences.csv"
         write_csv(paths["differences"], differences)
     return LeaderboardResult(table, differences, markdown, paths, notes)
+
+
+@dataclass
+class _Section:
+    """The leaderboard of one evaluation set: numbers, footnotes and warnings."""
+
+    aligned: Aligned
+    table: pd.DataFrame
+    differences: pd.DataFrame | None
+    footnotes: list[str]
+    notes: list[str]
+
+
+def _section(
+    study: Study,
+    by: str,
+    baseline: str | None,
+    metric: str,
+    shifts: Sequence[str] | None,
+    n_boot: int,
+    seed: int,
+    ci: float,
+) -> _Section:
+    """Compute the leaderboard of a study of one evaluation set."""
+    aligned = align(study, by, shifts)
+    check_baseline(aligned, baseline)
+    notes: list[str] = []
+    single_seed_notes(aligned, notes)
+    boot = n_boot if baseline is not None else 0
+    reps = study_replicates(study, aligned, metric, boot, seed)
+    table, differences, n_samples, clean_shift = compute_leaderboard(
+        aligned, reps, metric, baseline, boot, ci, notes
+    )
+    footnotes = _leaderboard_notes(
+        study, aligned, metric, baseline, boot, seed, ci, n_samples, clean_shift
+    )
+    return _Section(aligned, table, differences, footnotes + notes, notes)
+
+
+def _several_sets(
+    names: list[str], sections: list[_Section], metric: str, baseline: str | None, title: str
+) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str], str, str]:
+    """One section per evaluation set: ``(table, differences, notes, markdown, html)``.
+
+    The tables gain a leading ``dataset`` column; footnotes shared by every set are written
+    once, the others once per set, prefixed with the set's name.
+    """
+    tables = [s.table.assign(dataset=n) for n, s in zip(names, sections, strict=True)]
+    table = pd.concat([_dataset_first(t) for t in tables], ignore_index=True)
+    differences = None
+    if baseline is not None:
+        differences = pd.concat(
+            [
+                _dataset_first(s.differences.assign(dataset=n))
+                for n, s in zip(names, sections, strict=True)
+                if s.differences is not None
+            ],
+            ignore_index=True,
+        )
+    common = [f for f in sections[0].footnotes if all(f in s.footnotes for s in sections)]
+    footnotes = list(common)
+    for name, s in zip(names, sections, strict=True):
+        footnotes += [f"Data set {name}: {f}" for f in s.footnotes if f not in common]
+    notes = list(dict.fromkeys(n for s in sections for n in s.notes))
+    parts = [
+        (
+            f"Data set: {name}",
+            *_leaderboard_rows(s.table, s.aligned, metric, baseline, s.aligned.by),
+        )
+        for name, s in zip(names, sections, strict=True)
+    ]
+    markdown = (
+        f"# {title}\n\n"
+        + "\n\n".join(f"## {h}\n\n" + markdown_table(header, rows) for h, header, rows in parts)
+        + "\n\n## Notes\n\n"
+        + "\n".join(f"{i}. {n}" for i, n in enumerate(footnotes, 1))
+        + "\n"
+    )
+    return table, differences, notes, markdown, html_sections(title, parts, footnotes)
+
+
+def _dataset_first(table: pd.DataFrame) -> pd.DataFrame:
+    return table[["dataset", *[c for c in table.columns if c != "dataset"]]]
 
 
 def compute_leaderboard(

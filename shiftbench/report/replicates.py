@@ -118,13 +118,16 @@ def checkpoint_metrics(
     metric: str = "accuracy",
     by: str = "method",
     shifts: Sequence[str] | None = None,
+    dataset: str | None = None,
 ) -> pd.DataFrame:
     """One row per checkpoint × shift × magnitude: ``by``, checkpoint, shift, magnitude, n, metric.
 
     The metric is computed from the stored predictions (``pred`` column; AUROC from the
-    probabilities), so it equals the point estimate in ``metrics.csv``.
+    probabilities), so it equals the point estimate in ``metrics.csv``. ``dataset``: the
+    evaluation set, required when the runs hold several.
     """
     study = runs if isinstance(runs, Study) else load_runs(runs)
+    study = study.select(dataset, option="dataset=")
     aligned = align(study, by, shifts)
     reps = study_replicates(study, aligned, metric, 0, 0)
     rows = []

@@ -43,6 +43,11 @@ class RocResult:
     notes: list[str]
 
 
+def _set_text(study: Study) -> str:
+    """``"data set NAME, "`` for a study restricted to one of several sets, else empty."""
+    return f"data set {study.datasets[0]}, " if study.sample_ids is not None else ""
+
+
 def match_magnitude(aligned: Aligned, shift: str, magnitude: float | str) -> float:
     mags = aligned.magnitudes[shift]
     if isinstance(magnitude, str):
@@ -81,6 +86,7 @@ def roc(
     ci: float = 0.95,
     plugins: Sequence[str] = (),
     title: str | None = None,
+    dataset: str | None = None,
 ) -> RocResult:
     """ROC curves of seed ensembles at one shift magnitude (the paper's Figure 7).
 
@@ -105,6 +111,7 @@ def roc(
         n_boot, seed, ci: bootstrap of the AUROC interval.
         plugins: modules defining extra shifts.
         title: figure title.
+        dataset: the evaluation set; required when the runs hold several sets.
 
     Returns:
         :class:`RocResult`.
@@ -112,6 +119,7 @@ def roc(
     paths = figure_paths(out)
     paths["summary"] = paths["csv"].with_name(paths["csv"].stem + "_auroc.csv")
     study = runs if isinstance(runs, Study) else load_runs(runs, plugins=plugins)
+    study = study.select(dataset)
     check_common("auroc", n_boot, ci, study.num_classes)
     if n_boot < 1:
         raise UserInputError("roc needs n_boot ≥ 1 for the AUROC interval")
@@ -129,7 +137,8 @@ def roc(
         )
         if title is None:
             title = (
-                f"One-vs-rest ROC of seed ensembles: {shift}, {aligned.units[shift]} = {mag:g}, "
+                f"One-vs-rest ROC of seed ensembles: {_set_text(study)}{shift}, "
+                f"{aligned.units[shift]} = {mag:g}, "
                 f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
                 "macro = mean over classes; DeLong: binary only, not computed"
             )
@@ -142,7 +151,7 @@ def roc(
     summary, curves = compute_roc(cell, aligned, mag, ref, n_boot, seed, ci)
     if title is None:
         title = (
-            f"ROC of seed ensembles: {shift}, {aligned.units[shift]} = {mag:g}, "
+            f"ROC of seed ensembles: {_set_text(study)}{shift}, {aligned.units[shift]} = {mag:g}, "
             f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
             f"DeLong two-sided vs {ref}"
         )

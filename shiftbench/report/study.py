@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shiftbench.errors import DataError, UserInputError
+from shiftbench.report.sets import StudySets, study_sets
 from shiftbench.run import rundir
 
 REQUIRED_COLUMNS = ("checkpoint", "shift", "magnitude", "sample_id", "label", "pred")
@@ -71,6 +72,11 @@ class Study:
         sources: the run directories.
         columns: every column of the joined (tidy) predictions view, for messages.
         varying: columns that vary within a checkpoint (format 1) → a checkpoint where they do.
+        datasets: the evaluation sets (``dataset`` key of samples.parquet) in the order given to
+            ``run``, the union over the run directories in first-seen order; ``grid`` and
+            ``samples`` have a ``dataset`` column.
+        sample_ids: the sorted sample ids of the one set a study is restricted to
+            (:meth:`for_dataset`), which :mod:`~shiftbench.report.cells` reads; None: all rows.
     """
 
     checkpoints: pd.DataFrame
@@ -83,6 +89,8 @@ class Study:
     sources: list[Source]
     columns: list[str]
     varying: dict[str, str] = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=lambda: ["data"])
+    sample_ids: np.ndarray | None = None
     _aligned: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
     _table: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -99,6 +107,52 @@ class Study:
         if self._table is None:
             self._table = _wide_table(self)
         return self._table
+
+    def for_dataset(self, name: str, option: str = "--dataset") -> Study:
+        """The study restricted to evaluation set ``name``: its cells, samples and checkpoints.
+
+        Cell reads are then filtered to the set's sample ids, so every report runs unchanged
+        on one set. A study of one set returns itself.
+
+        Raises:
+            UserInputError: ``name`` is not a set of the study.
+        """
+        if name not in self.datasets:
+            raise UserInputError(
+                f"{_given(option)}{name!r} is not an evaluation set of the runs; sets: "
+                f"{', '.join(self.datasets)}"
+            )
+        if len(self.datasets) == 1:
+            return self
+        grid = self.grid[self.grid["dataset"] == name].reset_index(drop=True)
+        samples = self.samples[self.samples["dataset"] == name].reset_index(drop=True)
+        keep = self.checkpoints["checkpoint"].isin(set(grid["checkpoint"]))
+        return replace(
+            self,
+            checkpoints=self.checkpoints[keep].reset_index(drop=True),
+            grid=grid,
+            samples=samples,
+            datasets=[name],
+            sample_ids=np.unique(samples["sample_id"].to_numpy(np.int64)),
+            _aligned={},
+            _table=None,
+        )
+
+    def select(self, name: str | None, option: str = "--dataset", hint: str = "") -> Study:
+        """:meth:`for_dataset` ``name``; with ``name`` None the study itself, if it has one set.
+
+        Raises:
+            UserInputError: several sets and none chosen (a report never pools them), or an
+                unknown name.
+        """
+        if name is not None:
+            return self.for_dataset(name, option)
+        if len(self.datasets) > 1:
+            raise UserInputError(
+                f"the runs hold {len(self.datasets)} evaluation sets ({', '.join(self.datasets)}); "
+                f"choose one with {_given(option)}NAME{hint}"
+            )
+        return self
 
     def check_column(self, column: str, option: str) -> None:
         """Raise unless ``column`` exists and is constant within every checkpoint."""
@@ -120,6 +174,11 @@ class Study:
                 f"checkpoint {ck!r} has no value in column {column!r}; give every checkpoint a "
                 f"{column!r} in its meta, or choose another {option} column"
             )
+
+
+def _given(option: str) -> str:
+    """``--dataset `` (CLI option) or ``dataset=`` (keyword argument) before a value."""
+    return option if option.endswith("=") else option + " "
 
 
 def load_runs(runs: str | Path | Sequence[str | Path], *, plugins: Sequence[str] = ()) -> Study:
@@ -154,8 +213,9 @@ def load_runs(runs: str | Path | Sequence[str | Path], *, plugins: Sequence[str]
     prob_columns: list[str] | None = None
     class_names: list[str] | None = None
     varying: dict[str, str] = {}
-    for run in runs:
-        source, probs, names = _open_source(run)
+    opened = [_open_source(run) for run in runs]
+    sets = study_sets([source for source, _, _ in opened])
+    for run, (source, probs, names) in zip(runs, opened, strict=True):
         if prob_columns is None:
             prob_columns, class_names = probs, names
         elif probs != prob_columns:
@@ -163,7 +223,7 @@ def load_runs(runs: str | Path | Sequence[str | Path], *, plugins: Sequence[str]
                 f"runs have different classes: {runs[0]} has {', '.join(prob_columns)}, "
                 f"{run} has {', '.join(probs)}"
             )
-        grid, ids = _scan(source)
+        grid, ids = _scan(source, sets)
         if grid.empty:
             raise UserInputError(f"{_where(source)} has no rows")
         cks, vary = _checkpoint_table(source, probs)
@@ -195,6 +255,7 @@ def load_runs(runs: str | Path | Sequence[str | Path], *, plugins: Sequence[str]
         sources=sources,
         columns=list(dict.fromkeys(columns)),
         varying=varying,
+        datasets=sets.order(samples),
     )
 
 
@@ -317,15 +378,16 @@ def _codes(column: pa.Array) -> tuple[np.ndarray, list[Any]]:
     return column.indices.to_numpy(zero_copy_only=False), column.dictionary.to_pylist()
 
 
-def _scan(source: Source) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _scan(source: Source, sets: StudySets) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One pass over the key columns, one row group at a time (nothing kept but counts).
 
     Returns:
-        ``grid``: shift, magnitude, checkpoint, label, n (rows); ``ids``: shift, sample_id,
-        label (distinct).
+        ``grid``: shift, magnitude, checkpoint, label, dataset, n (rows); ``ids``: shift,
+        sample_id, label, dataset (distinct).
     """
-    keys = ["shift", "magnitude", "checkpoint", "label"]
-    counts: dict[tuple[str, float, str, int], int] = {}
+    keys = ["shift", "magnitude", "checkpoint", "label", "dataset"]
+    n_sets = len(sets.names)
+    counts: dict[tuple[str, float, str, int, str], int] = {}
     ids: dict[str, list[np.ndarray]] = {}  # shift -> (sample_id << 20 | label) arrays
     try:
         for part, batch in _fragment_batches(source.dataset, [*keys, "sample_id"]):
@@ -341,14 +403,16 @@ def _scan(source: Source) -> tuple[pd.DataFrame, pd.DataFrame]:
             labels = batch.column(names.index("label")).to_numpy(zero_copy_only=False)
             sids = batch.column(names.index("sample_id")).to_numpy(zero_copy_only=False)
             labels, sids = labels.astype(np.int64), sids.astype(np.int64)
-            key = (s_codes.astype(np.int64) * len(c_names) + c_codes) * _LABELS + labels
+            key = (s_codes.astype(np.int64) * len(c_names) + c_codes) * n_sets
+            key = (key + sets.codes(source.run, sids)) * _LABELS + labels
             for mag in np.unique(mags):
                 sel = mags == mag
                 uniq, n = np.unique(key[sel], return_counts=True)
                 for u, c in zip(uniq.tolist(), n.tolist(), strict=True):
-                    sc, label = divmod(u, _LABELS)
+                    scd, label = divmod(u, _LABELS)
+                    sc, di = divmod(scd, n_sets)
                     si, ci = divmod(sc, len(c_names))
-                    k = (str(s_names[si]), float(mag), str(c_names[ci]), label)
+                    k = (str(s_names[si]), float(mag), str(c_names[ci]), label, sets.names[di])
                     counts[k] = counts.get(k, 0) + c
             for si, name in enumerate(s_names):
                 sel = s_codes == si
@@ -365,13 +429,21 @@ def _scan(source: Source) -> tuple[pd.DataFrame, pd.DataFrame]:
     frames = []
     for name, arrays in ids.items():
         both = np.unique(np.concatenate(arrays))
+        sids = both >> 20
         frames.append(
-            pd.DataFrame({"shift": name, "sample_id": both >> 20, "label": both & (_LABELS - 1)})
+            pd.DataFrame(
+                {
+                    "shift": name,
+                    "sample_id": sids,
+                    "label": both & (_LABELS - 1),
+                    "dataset": np.asarray(sets.names, dtype=object)[sets.codes(source.run, sids)],
+                }
+            )
         )
     out = (
         pd.concat(frames, ignore_index=True)
         if frames
-        else pd.DataFrame(columns=["shift", "sample_id", "label"])
+        else pd.DataFrame(columns=["shift", "sample_id", "label", "dataset"])
     )
     return grid, out
 
@@ -462,4 +534,6 @@ def _wide_table(study: Study) -> pd.DataFrame:
         frames.append(df)
     table = pd.concat(frames, ignore_index=True)
     table["magnitude"] = table["magnitude"].astype(np.float64)
+    if study.sample_ids is not None:  # restricted to one evaluation set
+        table = table[table["sample_id"].isin(study.sample_ids)].reset_index(drop=True)
     return table
