@@ -168,7 +168,7 @@ def test_checkpoints_table_has_the_normalize_column(env):
 
 
 def test_resume_keeps_the_counts_and_refuses_another_normalisation(env, tmp_path):
-    root, raw, ckpts, runs = env
+    _root, raw, ckpts, runs = env
     out = tmp_path / "run"
     args = (ckpts[:1], raw, ["blur"])
     options = {"out": out, "magnitudes": [1, BLUR], **RUN, "batch_size": 4}
@@ -184,7 +184,7 @@ def test_resume_keeps_the_counts_and_refuses_another_normalisation(env, tmp_path
     before = (out / "manifest.json").read_text()
     other = HE_IMAGES / "torchstain_target.png"
     for kwargs in ({}, {"normalize": "macenko", "normalize_target": other}):
-        with pytest.raises(RunError, match="holds a different run .*normalize") as e:
+        with pytest.raises(RunError, match=r"holds a different run .*normalize") as e:
             shiftbench.run(*args, resume=True, **kwargs, **options)
         assert "\n" not in str(e.value)
     assert (out / "manifest.json").read_text() == before
@@ -228,7 +228,7 @@ def test_cli_bad_normalisation_options_are_one_line_and_write_nothing(cli, env, 
 def test_cli_run_with_normalisation(cli, env, tmp_path):
     _root, raw, ckpts, _runs = env
     out = tmp_path / "out"
-    code, stdout, err = cli(
+    code, _stdout, err = cli(
         "run", "--ckpt", ckpts[0], "--data", raw, "--shift", "blur", "--magnitudes", "1",
         "--out", out, "--no-progress", "--n-boot", "0", "--workers", "0",
         "--normalize", "macenko", "--normalize-target", TARGET,
