@@ -258,3 +258,17 @@ def test_leaderboard_groups_normalised_checkpoints_apart(env, tmp_path):
     assert members == {"plain/sd": "sd", "macenko/sd": "sd+macenko", "plain/wd": "wd",
                        "macenko/wd": "wd+macenko"}  # fmt: skip
     assert aligned.group_names == ["sd", "sd+macenko", "wd", "wd+macenko"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available on this machine")
+def test_normalisation_runs_on_the_run_device(env, tmp_path):
+    _root, raw, ckpts, runs = env
+    gpu = shiftbench.run(
+        ckpts, raw, ["blur"], out=tmp_path / "gpu", magnitudes=[1, BLUR], normalize="macenko",
+        normalize_target=TARGET, device="cuda", **RUN,
+    )  # fmt: skip
+    cpu = runs["macenko"]
+    assert gpu.manifest["normalize"]["passthrough_sample_ids"] == [_white_id(cpu)]
+    for mag in (1.0, BLUR):  # float32 on another device: a grey level here and there
+        diff = np.abs(_probs(gpu, mag).to_numpy() - _probs(cpu, mag).to_numpy())
+        assert diff.max() < 0.05
