@@ -52,8 +52,8 @@ def write_tables(
     """Write checkpoints.parquet, samples.parquet and predictions/ of ``out_dir`` from the parts.
 
     ``normalize`` is the run's stain normalisation (``"none"``, ``"macenko"``), recorded per
-    checkpoint. Files of an earlier invocation that this run no longer has (another checkpoint list) and a
-    format-1 ``predictions.parquet`` are removed afterwards.
+    checkpoint. Files of an earlier invocation that this run no longer has (another checkpoint
+    list) and a format-1 ``predictions.parquet`` are removed afterwards.
     """
     if not index.files:  # pragma: no cover - every run writes at least one part
         raise RunError("internal error: no results in parts/")
