@@ -208,12 +208,15 @@ def test_cli_bad_normalisation_options_are_one_line_and_write_nothing(cli, env, 
     _root, raw, ckpts, _runs = env
     white = tmp_path / "white.png"
     _write_png(white, np.full((256, 256, 3), 255, np.uint8))
+    garbage = tmp_path / "garbage.png"
+    garbage.write_text("not an image")
     cases = [
         (["--normalize", "reinhard"], "is not one of none, macenko"),
         (["--normalize", "macenko"], "needs --normalize-target"),
         (["--normalize-target", str(TARGET)], "--normalize is none"),
         (["--normalize", "macenko", "--normalize-target", str(white)], "no usable tissue"),
         (["--normalize", "macenko", "--normalize-target", str(tmp_path / "no.png")], "not exist"),
+        (["--normalize", "macenko", "--normalize-target", str(garbage)], "cannot read image"),
     ]
     for extra, expected in cases:
         out = tmp_path / "out"
