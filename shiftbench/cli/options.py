@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,6 +27,8 @@ __all__ = [
     "DeviceOption",
     "MagnitudeSpec",
     "MagnitudesOption",
+    "NormalizeOption",
+    "NormalizeTargetOption",
     "ParamOption",
     "PluginOption",
     "ProgressOption",
@@ -66,6 +69,25 @@ ParamOption = Annotated[
 
 ProgressOption = Annotated[
     bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")
+]
+
+NormalizeOption = Annotated[
+    str,
+    typer.Option(
+        "--normalize",
+        metavar="METHOD",
+        help="Stain normalisation of every image after the shift, before the model: none or "
+        "macenko (needs --normalize-target).",
+    ),
+]
+
+NormalizeTargetOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--normalize-target",
+        metavar="FILE",
+        help="H&E image whose stains --normalize maps every image to.",
+    ),
 ]
 
 DeviceOption = Annotated[

@@ -13,6 +13,8 @@ from shiftbench.cli.app import app
 from shiftbench.cli.options import (
     DeviceOption,
     MagnitudesOption,
+    NormalizeOption,
+    NormalizeTargetOption,
     ParamOption,
     PluginOption,
     ProgressOption,
@@ -120,6 +122,8 @@ def run_command(
         metavar="DTYPE",
         help="Mixed-precision model forward: bf16 or fp16 (default off: float32).",
     ),
+    normalize: NormalizeOption = "none",
+    normalize_target: NormalizeTargetOption = None,
     progress: ProgressOption = True,
 ) -> None:
     """Evaluate checkpoints on a test set at every magnitude of each shift.
@@ -132,12 +136,14 @@ def run_command(
     from shiftbench.defaults import resolve_run_inputs
     from shiftbench.errors import UserInputError
     from shiftbench.run.api import run
+    from shiftbench.run.normalization import check_normalize_options
     from shiftbench.run.rundir import open_predictions
 
     err = Console(stderr=True)
     if out is None and _world_size() > 1:
         # Each rank would pick its own free runs/<stem>-N folder: the ranks must agree.
         raise UserInputError("under torchrun, give --out explicitly (the same on every rank)")
+    check_normalize_options(normalize, normalize_target)  # before any work (fitted in run)
     shifts, common_magnitudes = _shifts(list(shift), magnitudes, param, plugin)
     inputs = resolve_run_inputs(
         list(ckpt),
@@ -177,6 +183,8 @@ def run_command(
         image_size=inputs.image_size,
         channels_last=channels_last,
         amp=amp,
+        normalize=normalize,
+        normalize_target=normalize_target,
         progress=progress,
         console=err,
         command=_command_line(ctx),

@@ -19,6 +19,7 @@ import pandas as pd
 from shiftbench.errors import UserInputError
 from shiftbench.report.notes import ReportWarning
 from shiftbench.report.study import Study
+from shiftbench.run import rundir
 
 
 @dataclass
@@ -95,8 +96,11 @@ def align(study: Study, by: str, shifts: Sequence[str] | None, option: str = "--
     per_ck = study.checkpoints[study.checkpoints["checkpoint"].isin(set(grid["checkpoint"]))]
     per_ck = per_ck.set_index("checkpoint", drop=False)
     rank = {v: i for i, v in enumerate(_group_order(per_ck[by]))}
-    checkpoints = sorted(per_ck.index, key=lambda ck: (rank[per_ck.at[ck, by]], ck))
-    groups = [str(per_ck.at[ck, by]) for ck in checkpoints]
+    norm = _normalization(per_ck, by)
+    checkpoints = sorted(
+        per_ck.index, key=lambda ck: (rank[per_ck.at[ck, by]], norm[ck] != "none", norm[ck], ck)
+    )
+    groups = [group_label(per_ck.at[ck, by], norm[ck]) for ck in checkpoints]
     seeds: dict[str, list[str]] = {}
     for ck, g in zip(checkpoints, groups, strict=True):
         seed_val = per_ck.at[ck, "seed"] if "seed" in per_ck.columns else ck
@@ -123,6 +127,21 @@ def align(study: Study, by: str, shifts: Sequence[str] | None, option: str = "--
     )
     study._aligned[key] = aligned
     return aligned
+
+
+def group_label(value: Any, normalize: str) -> str:
+    """The group of a checkpoint: its ``--by`` value, plus ``+<normalisation>`` when the run
+    normalised its images (``sd`` vs ``sd+macenko``: the same models, another condition)."""
+    return str(value) if normalize == "none" else f"{value}+{normalize}"
+
+
+def _normalization(per_ck: pd.DataFrame, by: str) -> pd.Series:
+    """Stain normalisation of each checkpoint's run (``"none"`` when not recorded, or when the
+    groups are formed by the normalisation itself)."""
+    column = rundir.NORMALIZE
+    if column not in per_ck.columns or by == column:
+        return pd.Series("none", index=per_ck.index)
+    return per_ck[column].fillna("none").astype(str)
 
 
 def _common_sweep(

@@ -235,6 +235,8 @@ def load_runs(runs: str | Path | Sequence[str | Path], *, plugins: Sequence[str]
     assert prob_columns is not None and class_names is not None
     _unique_checkpoints(sources, ck_tables, grids)
     checkpoints = pd.concat(ck_tables, ignore_index=True)
+    if rundir.NORMALIZE in checkpoints.columns:  # runs written before it had none
+        checkpoints[rundir.NORMALIZE] = checkpoints[rundir.NORMALIZE].fillna("none")
     grid = pd.concat(grids, ignore_index=True).drop(columns="run")
     samples_all = pd.concat(samples, ignore_index=True)
     _check_labels(samples_all)

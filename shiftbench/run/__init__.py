@@ -4,6 +4,7 @@
 * :mod:`~shiftbench.run.plan` — which shifts, magnitudes and cells a run covers;
 * :mod:`~shiftbench.run.models` — loading and probing checkpoints, class names;
 * :mod:`~shiftbench.run.sweep` — evaluating batches under every shift;
+* :mod:`~shiftbench.run.normalization` — stain normalisation as an evaluation condition;
 * :mod:`~shiftbench.run.parts` — the per-batch part files and what they hold (resume);
 * :mod:`~shiftbench.run.tables` — assembling the v2 tables from the parts, streamed;
 * :mod:`~shiftbench.run.metrics_step` — metrics.csv, cell by cell;

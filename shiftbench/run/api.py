@@ -35,6 +35,7 @@ from shiftbench.run.distributed import Ranks, fault_hook, join_ranks, rank_devic
 from shiftbench.run.manifest import base_manifest, outcome
 from shiftbench.run.metrics_step import compute_run_metrics
 from shiftbench.run.models import Model, check_names, load_models, probe, resolve_classes
+from shiftbench.run.normalization import RunNormalizer, open_normalizer
 from shiftbench.run.outdir import (
     check_out_dir,
     clean_temp_dirs,
@@ -104,6 +105,7 @@ class _Inputs:
     label_map: np.ndarray
     device: torch.device
     channels_last: bool
+    normalizer: RunNormalizer | None = None
 
 
 def run(
@@ -136,6 +138,8 @@ def run(
     image_size: int | None = None,
     channels_last: bool | None = None,
     amp: str | None = None,
+    normalize: str = "none",
+    normalize_target: str | os.PathLike[str] | None = None,
     progress: bool = False,
     console: Any = None,
     command: Sequence[str] | None = None,
@@ -175,6 +179,12 @@ def run(
         amp: mixed precision of the model forward, ``"bf16"`` or ``"fp16"`` (torch.autocast;
             default off: float32). Part of the run's identity. See docs/how-to/
             evaluate-on-several-gpus-or-nodes.md for its agreement with float32.
+        normalize: stain normalisation of every image before the models, after the shift:
+            ``"none"`` (default) or ``"macenko"`` (needs ``normalize_target``). An evaluation
+            condition: recorded per checkpoint, so reports group e.g. ``sd+macenko``. Part of
+            the run's identity. See docs/how-to/compare-against-stain-normalisation.md.
+        normalize_target: the H&E image file whose stain matrix and 99th-percentile
+            concentrations every image is mapped to.
         progress: show a rich progress bar (rank 0 only when launched by torchrun).
         console: rich Console for progress and messages (default: log messages instead).
         command: the command line, for the manifest.
@@ -191,6 +201,7 @@ def run(
         say = Messenger(console if ranks.is_main else None)
         settings = _settings(out_dir, resume, overwrite, batch_size, seed, n_boot, workers)
         settings.update(group_by=group_by, strict=strict, amp=amp_dtype(amp))
+        normalizer = open_normalizer(normalize, normalize_target)  # fitted once, before any work
         if plugins:
             load_plugins(list(plugins))
         plans = plan_shifts(shifts, magnitudes)
@@ -200,6 +211,7 @@ def run(
             image_size, strict, group_by, (arch, num_classes, trust_checkpoint), say,
         )  # fmt: skip
         settings["channels_last"] = inp.channels_last
+        inp.normalizer = normalizer
         timings = {"load": time.perf_counter() - t0}
         config = _identity(inp, settings, amp)
         with locked(out_dir) if ranks.is_main else contextlib.nullcontext():
@@ -249,6 +261,8 @@ def _identity(inp: _Inputs, settings: dict[str, Any], amp: str | None) -> dict[s
         config["datasets"] = datasets
     if amp is not None:  # absent when off: runs of earlier versions stay resumable
         config["amp"] = str(amp)
+    if inp.normalizer is not None:  # likewise absent without normalisation
+        config["normalize"] = inp.normalizer.identity()
     return config
 
 
@@ -377,6 +391,8 @@ def _sweep_share(
         say(f"resuming: {len(grid) - len(todo)} of {len(grid)} batches already done")
     t0 = time.perf_counter()
     timers = {"data_wait": 0.0, "shift": 0.0, "model": 0.0, "write": 0.0}
+    if inp.normalizer is not None:
+        timers["normalize"] = 0.0
     error: Exception | None = None
     try:
         if ranks.shard(todo):
@@ -384,7 +400,7 @@ def _sweep_share(
                 ranks.shard(todo), grid, inp.dataset, inp.models, inp.plans, inp.label_map,
                 inp.device, settings["seed"], settings["workers"], out_dir, timers, say,
                 progress and ranks.is_main, console, batch_size, amp=settings["amp"],
-                after_part=fault_hook(ranks),
+                normalizer=inp.normalizer, after_part=fault_hook(ranks),
             )  # fmt: skip
     except Exception as e:  # shared with the other ranks at the barrier, which raises it
         error = e
@@ -418,6 +434,7 @@ def _finish(
     write_tables(
         out_dir, index, inp.models, inp.plans, inp.dataset, inp.label_map, inp.class_names, cells,
         inp.sets.sample_names(),
+        normalize=inp.normalizer.method if inp.normalizer is not None else "none",
     )  # fmt: skip
     timings["predictions"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -436,6 +453,6 @@ def _finish(
         images_per_s=speed,
         timings_s={k: round(v, 3) for k, v in timings.items()},
     )
-    manifest.update(outcome(index, inp.models, inp.plans))
+    manifest.update(outcome(index, inp.models, inp.plans, inp.normalizer))
     atomic_write_json(out_dir / MANIFEST, manifest)
     return metrics

@@ -13,6 +13,7 @@ import torch
 from shiftbench.data import ImageDataset
 from shiftbench.devices import describe_device
 from shiftbench.run.models import Model
+from shiftbench.run.normalization import RunNormalizer, normalization_record
 from shiftbench.run.parts import PartIndex
 from shiftbench.run.plan import ShiftPlan
 from shiftbench.run.rundir import FORMAT_V2
@@ -76,8 +77,14 @@ def base_manifest(
     }
 
 
-def outcome(index: PartIndex, models: list[Model], plans: list[ShiftPlan]) -> dict[str, Any]:
-    """Manifest fields of a finished run: skipped files, unchanged counts, cells, compute time."""
+def outcome(
+    index: PartIndex,
+    models: list[Model],
+    plans: list[ShiftPlan],
+    normalizer: RunNormalizer | None = None,
+) -> dict[str, Any]:
+    """Manifest fields of a finished run: skipped files, unchanged counts, cells, compute time;
+    with a stain normaliser, its ``normalize`` entry (fitted target, pass-through counts)."""
     skipped = sorted(
         {tuple(s) for rows in index.skipped.values() for s in rows}, key=lambda s: s[0]
     )
@@ -91,7 +98,7 @@ def outcome(index: PartIndex, models: list[Model], plans: list[ShiftPlan]) -> di
                 "count": int(sum(v.get("unchanged", 0) for v in counts)),
                 "sample_ids": sorted(int(i) for v in counts for i in v.get("unchanged_ids", [])),
             }
-    return {
+    done = {
         "status": "complete",
         "skipped_files": [{"sample_id": s[0], "path": s[1], "reason": s[2]} for s in skipped],
         "n_skipped": len(skipped),
@@ -101,3 +108,6 @@ def outcome(index: PartIndex, models: list[Model], plans: list[ShiftPlan]) -> di
         ],
         "compute_seconds_total": round(index.seconds, 3),
     }
+    if normalizer is not None:
+        done["normalize"] = normalization_record(normalizer, index.passthrough, plans)
+    return done

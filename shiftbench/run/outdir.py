@@ -55,9 +55,10 @@ def check_out_dir(
             f"{previous.get('format')!r}); use another --out"
         )
     old = previous.get("config", {})
-    diffs = [k for k in config if old.get(k) != config[k]]
+    # both ways: an optional key (amp, normalize) in only one of the two runs is a difference
+    diffs = [k for k in dict.fromkeys([*config, *old]) if old.get(k) != config.get(k)]
     if diffs:
-        detail = "; ".join(f"{k}: {short(old.get(k))} → {short(config[k])}" for k in diffs)
+        detail = "; ".join(f"{k}: {_shown(old.get(k))} → {_shown(config.get(k))}" for k in diffs)
         raise RunError(
             f"{out_dir} holds a different run ({detail}); use another --out, or --overwrite to "
             "replace it"
@@ -69,6 +70,15 @@ def check_out_dir(
             "cells and compute only the rest, or --overwrite to start over"
         )
     return previous
+
+
+def _shown(value: Any) -> str:
+    """A config value for a message (an absent optional key is "none")."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict) and "target_sha256" in value:  # normalisation identity
+        return f"{value.get('method')} (target SHA-256 {str(value['target_sha256'])[:12]}…)"
+    return short(value)
 
 
 def stored_batch_size(out_dir: Path) -> int | None:

@@ -3,7 +3,9 @@
 ``RUN/parts/b<batch:06d>-<token>.parquet`` holds the rows of the cells it computed (columns
 ``ckpt`` (SHA-256), ``shift`` (shift key, ``""`` for the clean cell), ``magnitude``,
 ``sample_id``, ``label``, ``pred``, ``p0..p<C-1>``) and, in its schema metadata, which cells of
-which batch it covers, skipped files, shift reports and seconds spent. They are the source of
+which batch it covers, skipped files, shift reports, seconds spent and (runs with
+``--normalize``) the images the normaliser passed through (``normalize.passthrough``:
+``[shift key, magnitude, [sample ids]]`` entries). They are the source of
 truth for ``--resume``: the tables are rebuilt from them.
 """
 
@@ -33,6 +35,8 @@ class PartIndex:
     skipped: dict[int, list[list[Any]]] = field(default_factory=dict)  # batch → [[sid, path, why]]
     unchanged: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+    # (shift key, magnitude, sample id) the stain normaliser passed through, over all parts
+    passthrough: set[tuple[str, float, int]] = field(default_factory=set)
 
 
 def scan_parts(parts_dir: Path) -> PartIndex:
@@ -55,6 +59,8 @@ def scan_parts(parts_dir: Path) -> PartIndex:
         for key, report in meta.get("reports", {}).items():
             index.unchanged[(b, key)] = report
         index.seconds += float(meta.get("seconds", 0.0))
+        for key, mag, ids in meta.get("normalize", {}).get("passthrough", []):
+            index.passthrough.update((str(key), float(mag), int(i)) for i in ids)
     return index
 
 

@@ -27,6 +27,7 @@ from shiftbench.run.rundir import (
     FORMAT_V1,
     FORMAT_V2,
     MANIFEST,
+    NORMALIZE,
     PREDICTIONS_DIR,
     PREDICTIONS_V1,
     SAMPLES,
@@ -166,7 +167,9 @@ def _wide_v2(
     """The wide table (as 0.1 wrote it) of the selected shifts and checkpoints."""
     probs = [prob_column(c) for c in manifest["class_names"]]
     ck = pq.read_table(run_dir / CHECKPOINTS)
-    meta_names = ck.column_names[len(CHECKPOINT_COLUMNS) :] if with_meta else []
+    # the meta keys (not the run's evaluation condition ``normalize``: see the manifest)
+    meta_names = [c for c in ck.column_names[len(CHECKPOINT_COLUMNS) :] if c != NORMALIZE]
+    meta_names = meta_names if with_meta else []
     sample_names = pq.read_schema(run_dir / SAMPLES).names
     extra_names = sample_extra_columns(sample_names) if with_meta else []
     front = [c for c in WIDE_FRONT if with_meta or c != "path"]

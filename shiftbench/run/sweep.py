@@ -1,8 +1,10 @@
 """The sweep: every pending batch is decoded once, shifted at every magnitude, seen by every model.
 
 For each shift one :meth:`~shiftbench.shifts.base.Shift.sweep` covers all its magnitudes of a
-batch; the clean images are evaluated once per checkpoint (the shared clean cell). Each batch's
-results go to one part file as soon as the batch is done.
+batch; the clean images are evaluated once per checkpoint (the shared clean cell). With a stain
+normaliser, each step's images (clean, or one magnitude of a shift) are normalised once, after the
+shift and before the models' preprocessing, and shared by all models. Each batch's results go to
+one part file as soon as the batch is done.
 
 Threads: the shifts and the models run with the caller's torch settings; nothing here changes
 process-wide state (0.1 switched ``torch.set_num_threads(1)`` around every shift step).
@@ -24,6 +26,7 @@ import torch
 from shiftbench.data import Batch, ImageDataset, make_loader
 from shiftbench.errors import RunError, UserInputError
 from shiftbench.run.models import Model
+from shiftbench.run.normalization import Passthrough, RunNormalizer
 from shiftbench.run.parts import write_part
 from shiftbench.run.plan import CLEAN, Cell, ShiftPlan
 from shiftbench.run.progress import Messenger, progress_bar
@@ -49,12 +52,15 @@ def sweep(
     batch_size: int,
     *,
     amp: torch.dtype | None = None,
+    normalizer: RunNormalizer | None = None,
     after_part: Callable[[int], None] | None = None,
 ) -> None:
     """Evaluate the pending (batch, cells) pairs of ``todo``; one part file per batch.
 
     Args:
         amp: autocast dtype of the model forward (``torch.bfloat16``/``float16``; None: off).
+        normalizer: stain normalisation applied to every step's images before the models
+            (None: off); its seconds go to ``timers["normalize"]``.
         after_part: called with the number of part files written so far (test hook).
     """
     parts_dir = out_dir / PARTS_DIR
@@ -81,9 +87,11 @@ def sweep(
             for s in batch.skipped:
                 say(f"skipping unreadable image {s.path}: {s.reason}", "yellow")
             cells = need[b]
+            passthrough: Passthrough = []
             table, reports = _evaluate_batch(
-                batch, b, cells, models, plans, label_map_t, device, seed, timers, amp
-            )
+                batch, b, cells, models, plans, label_map_t, device, seed, timers, amp,
+                normalizer, passthrough,
+            )  # fmt: skip
             t0 = time.perf_counter()
             meta = {
                 "batch": b,
@@ -92,6 +100,8 @@ def sweep(
                 "reports": reports,
                 "seconds": round(time.perf_counter() - t_batch, 4),
             }
+            if normalizer is not None:
+                meta["normalize"] = {"passthrough": passthrough}
             write_part(parts_dir / f"b{b:06d}-{token}.parquet", table, meta)
             timers["write"] += time.perf_counter() - t0
             bar.advance(len(grid[b]), len(cells))
@@ -112,9 +122,22 @@ def _evaluate_batch(
     seed: int,
     timers: dict[str, float],
     amp: torch.dtype | None = None,
+    normalizer: RunNormalizer | None = None,
+    passthrough: Passthrough | None = None,
 ) -> tuple[pa.Table, dict[str, Any]]:
-    """All needed cells of one batch → an arrow table of predictions (+ shift reports)."""
+    """All needed cells of one batch → an arrow table of predictions (+ shift reports).
+
+    With ``normalizer``, the images of each step are normalised once before the models see them;
+    the images it passes through are appended to ``passthrough``.
+    """
     sample_ids = batch.sample_ids
+    seen: Passthrough = [] if passthrough is None else passthrough
+
+    def prepared(x: torch.Tensor, key: str, mag: float) -> torch.Tensor:
+        if normalizer is None:
+            return x
+        return normalizer(x, sample_ids, key, mag, seen, timers)
+
     labels = label_map[batch.labels] if len(batch.labels) else batch.labels
     n_img = int(sample_ids.numel())
     results: list[tuple[str, str, float, torch.Tensor]] = []  # (sha, shift key, mag, probs)
@@ -124,7 +147,7 @@ def _evaluate_batch(
         with torch.inference_mode():
             clean = [m for m in models if (m.ckpt.sha256, CLEAN, 0.0) in cells]
             if clean:
-                _forward(images, clean, CLEAN, 0.0, results, timers, amp)
+                _forward(prepared(images, CLEAN, 0.0), clean, CLEAN, 0.0, results, timers, amp)
             for plan in plans:
                 mags = [
                     mag
@@ -143,6 +166,7 @@ def _evaluate_batch(
                         break
                     mag, shifted = step
                     wanted = [m for m in models if (m.ckpt.sha256, plan.key, mag) in cells]
+                    shifted = prepared(shifted, plan.key, mag)
                     _forward(shifted, wanted, plan.key, mag, results, timers, amp)
                 reports[plan.key] = jsonable(sweep.report)
         _check_finite(results, models, b, sample_ids, batch)

@@ -27,6 +27,7 @@ from shiftbench.run.rundir import (
     CHECKPOINT_TYPES,
     CHECKPOINTS,
     DATASET,
+    NORMALIZE,
     PREDICTIONS_DIR,
     PREDICTIONS_V1,
     SAMPLE_TYPES,
@@ -48,17 +49,20 @@ def write_tables(
     class_names: list[str],
     cells: list[Cell],
     set_names: list[str] | None = None,
+    normalize: str = "none",
 ) -> None:
     """Write checkpoints.parquet, samples.parquet and predictions/ of ``out_dir`` from the parts.
 
     ``set_names``: the evaluation set of every sample (``dataset`` column of samples.parquet).
+    ``normalize``: the run's stain normalisation (``"none"``, ``"macenko"``), recorded per
+    checkpoint.
 
     Files of an earlier invocation that this run no longer has (another checkpoint list) and a
     format-1 ``predictions.parquet`` are removed afterwards.
     """
     if not index.files:  # pragma: no cover - every run writes at least one part
         raise RunError("internal error: no results in parts/")
-    _write_parquet(out_dir / CHECKPOINTS, checkpoints_table(models))
+    _write_parquet(out_dir / CHECKPOINTS, checkpoints_table(models, normalize))
     _write_parquet(out_dir / SAMPLES, samples_table(dataset, label_map, set_names))
     source = pads.dataset([str(f) for f in index.files], format="parquet")
     written: set[Path] = set()
@@ -81,8 +85,10 @@ def write_tables(
         (out_dir / PREDICTIONS_V1).unlink()
 
 
-def checkpoints_table(models: list[Model]) -> pa.Table:
-    """One row per checkpoint: name, index, SHA-256, file, format, arch, sizes, then meta keys."""
+def checkpoints_table(models: list[Model], normalize: str = "none") -> pa.Table:
+    """One row per checkpoint: name, index, SHA-256, file, format, arch, sizes, the run's stain
+    normalisation (``normalize``: an evaluation condition, so reports group ``sd+macenko``
+    apart from ``sd``), then meta keys."""
     meta_keys = list(dict.fromkeys(k for m in models for k in m.ckpt.meta))
     cols: dict[str, pa.Array] = {
         "checkpoint": pa.array([m.name for m in models], CHECKPOINT_TYPES["checkpoint"]),
@@ -93,6 +99,7 @@ def checkpoints_table(models: list[Model]) -> pa.Table:
         "checkpoint_arch": pa.array([m.ckpt.arch for m in models], pa.string()),
         "checkpoint_num_classes": pa.array([m.ckpt.num_classes for m in models], pa.int32()),
         "checkpoint_input_size": pa.array([_size(m.ckpt.input_size) for m in models], pa.int32()),
+        NORMALIZE: pa.array([normalize] * len(models), pa.string()),
     }
     for k in meta_keys:
         values = [m.ckpt.meta.get(k) for m in models]
