@@ -57,6 +57,19 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures(...)``).
+
+    Tiny models gain nothing from 2 threads and lose a lot when other jobs share the CPU; the
+    runner's tests also match what each torchrun rank uses. The caller's setting is restored.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def cli(capsys):
     """Run the CLI in-process: cli("shifts") -> (exit_code, stdout, stderr)."""

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import typer
 from _models import CLASS_NAMES, save_tiny_checkpoint, write_oral_folder
 from conftest import ORAL
@@ -25,13 +24,7 @@ from shiftbench.errors import UserInputError
 from shiftbench.lists import parse_numbers, split_list
 from shiftbench.registry import get_shift, get_shift_class
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _commands() -> dict[str, object]:

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from _models import CLASS_NAMES, _small_rgb, _write_image, oral_rows, save_tiny_checkpoint
 from conftest import HE_IMAGES
 
@@ -23,12 +22,7 @@ TARGET = HE_IMAGES / "histoqc_template1.png"
 SETS = ("internal", "external")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,12 +31,7 @@ SHIFTS = ["eosin"]
 KEYS = ["checkpoint", "shift", "magnitude"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_folder(root: Path, rows: list[dict[str, str]], size: int = 64) -> Path:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from _models import CLASS_NAMES, save_tiny_checkpoint
 
 from shiftbench import read_predictions
@@ -25,12 +24,7 @@ MANIFEST = demo_data_dir() / "manifest.csv"
 TEST_CSV = demo_data_dir() / "test.csv"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _recorded_meta(source=MANIFEST, split_source="column") -> dict:

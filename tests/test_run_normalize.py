@@ -32,12 +32,7 @@ SEEDS = {"wd": 0, "sd": 1}  # method → model seed
 RUN = {"n_boot": 0, "workers": 0, "batch_size": 8, "seed": 0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:

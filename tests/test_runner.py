@@ -35,13 +35,7 @@ TESTS = Path(__file__).resolve().parent
 MAGS = [1.0, 0.5, 0.0]  # valid for eosin (identity 1) and sharpen (identity 0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from 2 threads, and lose a lot when other jobs share the CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
