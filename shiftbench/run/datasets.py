@@ -13,6 +13,7 @@ one set is used as it is, so its sample ids, fingerprint and run identity are un
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -134,7 +135,9 @@ def open_eval_sets(
                     "pass limit/image_size to open_dataset, not with an opened data set"
                 )
             ds = source
-            ds.strict = ds.strict or strict
+            if strict and not ds.strict:
+                ds = copy.copy(ds)  # never change the caller's object
+                ds.strict = True
         else:
             ds = open_dataset(source, limit=limit, strict=strict, image_size=image_size)
         if len(ds) == 0:
