@@ -49,11 +49,13 @@ class EvalSets:
     @property
     def starts(self) -> list[int]:
         """First sample id of every set, then the total number of samples."""
-        return np.concatenate([[0], np.cumsum([len(d) for d in self.members])]).tolist()
+        if isinstance(self.dataset, ConcatImageDataset):
+            return self.dataset.starts.tolist()
+        return [0, len(self.dataset)]
 
     def sample_names(self) -> list[str]:
         """The set name of every sample, in sample-id order."""
-        return [n for n, d in zip(self.names, self.members, strict=True) for _ in range(len(d))]
+        return np.repeat(self.names, np.diff(self.starts)).tolist()
 
     def describe(self) -> list[dict[str, Any]]:
         """Manifest ``datasets``: ``{name, first_sample_id, n_samples, …describe()}`` per set."""
