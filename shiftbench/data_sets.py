@@ -76,10 +76,6 @@ class ConcatImageDataset(ImageDataset):
         k, local = self.locate(index)
         return self.members[k].read(local)
 
-    def codes(self) -> np.ndarray:
-        """``int32 [len(self)]``: the member index of every sample."""
-        return np.repeat(np.arange(len(self.members), dtype=np.int32), np.diff(self.starts))
-
     def _compute_fingerprint(self) -> str:
         h = hashlib.sha256(b"concat\n")
         for name, d in zip(self.names, self.members, strict=True):

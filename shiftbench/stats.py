@@ -396,7 +396,7 @@ def seed_bands(
     metric: str,
     *,
     by: str = "method",
-    keys: Sequence[str] = ("shift", "magnitude"),
+    keys: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Mean, SD (ddof = 1), SE and number of seeds of a per-checkpoint metric.
 
@@ -405,13 +405,21 @@ def seed_bands(
             and ``metric``.
         metric: the column to summarise.
         by: the column naming the method (one group per value).
-        keys: the columns of a cell.
+        keys: the columns of a cell. Default: the cell columns the table has
+            (``shift``, ``magnitude``, and ``dataset``, ``normalize`` and
+            the group-by column of a ``metrics.csv``), so evaluation sets, normalisations and
+            groups are never pooled.
 
     Returns:
         One row per ``by`` × keys with ``<metric>_mean``, ``<metric>_sd_ddof1`` (NaN for one
         seed), ``<metric>_se`` (= SD/√n_seeds) and ``n_seeds`` (non-missing values), sorted by
         ``by`` then keys.
+
+    Raises:
+        UserInputError: a column is missing, or a cell column left out of ``keys`` varies
+            within a band (its values would be pooled as if they were seeds).
     """
+    keys = list(_cell_columns(table) if keys is None else keys)
     cols = [by, *keys, metric]
     missing = [c for c in cols if c not in table.columns]
     if missing:
@@ -419,6 +427,7 @@ def seed_bands(
             f"column(s) {', '.join(missing)} not in the table; available: "
             f"{', '.join(map(str, table.columns))}"
         )
+    _check_not_pooled(table, [by, *keys])
     g = table.groupby([by, *keys], sort=True, dropna=False)[metric]
     out = g.agg(
         **{
@@ -429,6 +438,32 @@ def seed_bands(
     ).reset_index()
     out[f"{metric}_se"] = out[f"{metric}_sd_ddof1"] / np.sqrt(out["n_seeds"])
     return out[[by, *keys, f"{metric}_mean", f"{metric}_sd_ddof1", f"{metric}_se", "n_seeds"]]
+
+
+def _cell_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of ``table`` that tell its cells apart (besides the checkpoint).
+
+    ``shift``, ``magnitude``, ``dataset`` and ``normalize`` when present, and in a
+    ``metrics.csv`` (``normalize`` … ``n``) the group-by column between ``normalize`` and ``n``.
+    """
+    names = list(map(str, table.columns))
+    found = [c for c in ("shift", "magnitude", "dataset", "normalize") if c in names]
+    if "normalize" in names and "n" in names:
+        found += names[names.index("normalize") + 1 : names.index("n")]
+    return found
+
+
+def _check_not_pooled(table: pd.DataFrame, band: list[str]) -> None:
+    """Every cell column outside ``band`` must be constant within each band."""
+    for column in _cell_columns(table):
+        if column in band:
+            continue
+        values = table.groupby(band, sort=False, dropna=False)[column].nunique(dropna=False)
+        if len(values) and values.max() > 1:
+            raise UserInputError(
+                f"column {column!r} varies within a band of {' × '.join(band)}; add it to keys "
+                f"or keep one {column} (e.g. table[table[{column!r}] == …])"
+            )
 
 
 # --- seed ensembles ------------------------------------------------------------------------------

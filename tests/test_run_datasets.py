@@ -273,3 +273,45 @@ def test_opened_sets_are_named_after_their_folder(env):
     assert [n for n, _ in named_sources(ds)] == ["external_scanner"]
     assert [n for n, _ in named_sources([ds, f"x={internal}"])] == ["external_scanner", "x"]
     assert [n for n, _ in named_sources({"b": internal, "a": ds})] == ["b", "a"]
+
+
+def test_resume_of_one_set_keeps_its_name(env, singles, tmp_path):
+    """Resuming under another name would relabel ``dataset`` in samples.parquet and metrics.csv."""
+    _, internal, _, ckpt = env
+    out = tmp_path / "run"
+    shutil.copytree(singles["internal"].out_dir, out)
+    with pytest.raises(RunError, match=r"'internal_tiles' → 'foo'") as e:
+        run([ckpt], {"foo": internal}, SHIFTS, out=out, resume=True, **OPTIONS)
+    assert "\n" not in str(e.value)
+    assert pd.read_csv(out / "metrics.csv")["dataset"].eq("internal_tiles").all()
+
+
+def test_runs_without_datasets_in_the_manifest_resume_under_any_name(env, singles, tmp_path):
+    import json
+
+    _, internal, _, ckpt = env
+    out = tmp_path / "run"
+    shutil.copytree(singles["internal"].out_dir, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["datasets"]  # as written before several sets existed
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    res = run([ckpt], {"foo": internal}, SHIFTS, out=out, resume=True, **OPTIONS)
+    assert res.manifest["invocations"][-1]["batches_computed"] == 0
+
+
+def test_run_does_not_change_the_callers_data_set(env, tmp_path):
+    _, internal, _, ckpt = env
+    ds = open_dataset(internal)
+    res = run([ckpt], ds, SHIFTS, out=tmp_path / "o", strict=True, **OPTIONS)
+    assert ds.strict is False
+    assert res.metrics["n"].tolist() == [8, 8]
+
+
+def test_a_bare_dot_is_named_after_the_current_folder(monkeypatch, tmp_path):
+    from shiftbench.run.rundir import dataset_name
+
+    folder = tmp_path / "tiles_here"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    assert dataset_name(".") == "tiles_here"
+    assert dataset_name("./") == "tiles_here"

@@ -220,6 +220,44 @@ def test_seed_bands_match_the_statistics_module():
     assert out.at["solo", "n_seeds"] == 1
 
 
+def _metrics_csv(group: bool = False) -> pd.DataFrame:
+    """A metrics.csv of 2 seeds × 2 sets × 2 normalisations (× 2 groups), one method."""
+    rows = []
+    for seed in (0, 1):
+        for normalize in ("none", "macenko"):
+            for dataset in ("internal", "external"):
+                for site in ("a", "b") if group else (None,):
+                    ece = 0.1 * seed + (dataset == "external") + 10 * (normalize == "macenko")
+                    ece += 100 * (site == "b")
+                    row = {"checkpoint": f"s{seed}", "shift": "blur", "magnitude": 1.0}
+                    row |= {"dataset": dataset, "normalize": normalize}
+                    row |= {"site": site} if group else {}
+                    rows.append(row | {"n": 10, "ece": ece, "method": "sd", "seed": seed})
+    return pd.DataFrame(rows)
+
+
+def test_seed_bands_keep_the_sets_and_normalisations_of_metrics_csv_apart():
+    out = seed_bands(_metrics_csv(), "ece")
+    assert list(out.columns[:5]) == ["method", "shift", "magnitude", "dataset", "normalize"]
+    assert len(out) == 4 and (out["n_seeds"] == 2).all()
+    got = out.set_index(["dataset", "normalize"])["ece_mean"]
+    assert got["internal", "none"] == pytest.approx(0.05)
+    assert got["external", "macenko"] == pytest.approx(11.05)
+
+
+def test_seed_bands_keep_the_groups_of_metrics_csv_apart():
+    out = seed_bands(_metrics_csv(group=True), "ece")
+    assert "site" in out.columns and len(out) == 8 and (out["n_seeds"] == 2).all()
+
+
+def test_seed_bands_refuse_to_pool_a_cell_column_left_out_of_keys():
+    with pytest.raises(UserInputError, match="'dataset' varies") as e:
+        seed_bands(_metrics_csv(), "ece", keys=("shift", "magnitude", "normalize"))
+    assert "\n" not in str(e.value)
+    one = _metrics_csv().query("dataset == 'internal' and normalize == 'none'")
+    assert (seed_bands(one, "ece", keys=("shift", "magnitude"))["n_seeds"] == 2).all()
+
+
 def test_seed_bands_names_missing_columns():
     with pytest.raises(UserInputError, match="available: method"):
         seed_bands(pd.DataFrame({"method": ["a"]}), "acc")

@@ -282,7 +282,7 @@ def _start(
     Returns:
         The manifest and its entry for this invocation.
     """
-    previous = check_out_dir(out_dir, config, resume, overwrite)
+    previous = check_out_dir(out_dir, config, resume, overwrite, inp.sets.names)
     if overwrite:
         remove_run_files(out_dir)
         previous = None

@@ -13,6 +13,7 @@ one set is used as it is, so its sample ids, fingerprint and run identity are un
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,11 +49,13 @@ class EvalSets:
     @property
     def starts(self) -> list[int]:
         """First sample id of every set, then the total number of samples."""
-        return np.concatenate([[0], np.cumsum([len(d) for d in self.members])]).tolist()
+        if isinstance(self.dataset, ConcatImageDataset):
+            return self.dataset.starts.tolist()
+        return [0, len(self.dataset)]
 
     def sample_names(self) -> list[str]:
         """The set name of every sample, in sample-id order."""
-        return [n for n, d in zip(self.names, self.members, strict=True) for _ in range(len(d))]
+        return np.repeat(self.names, np.diff(self.starts)).tolist()
 
     def describe(self) -> list[dict[str, Any]]:
         """Manifest ``datasets``: ``{name, first_sample_id, n_samples, …describe()}`` per set."""
@@ -134,7 +137,9 @@ def open_eval_sets(
                     "pass limit/image_size to open_dataset, not with an opened data set"
                 )
             ds = source
-            ds.strict = ds.strict or strict
+            if strict and not ds.strict:
+                ds = copy.copy(ds)  # never change the caller's object
+                ds.strict = True
         else:
             ds = open_dataset(source, limit=limit, strict=strict, image_size=image_size)
         if len(ds) == 0:

@@ -63,21 +63,43 @@ def compute_run_metrics(
     """
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
+    checkpoints = [(c["name"], dict(c.get("meta") or {})) for c in manifest["checkpoints"]]
+    groups = _groups(run_dir, manifest, group_by) if group_by else None
+    results, order = _evaluate_cells(run_dir, manifest, groups, _SharedWeights(n_boot, seed))
+    rows = _rows(
+        manifest["shifts"],
+        checkpoints,
+        _normalize(run_dir, manifest, [name for name, _ in checkpoints]),
+        group_by,
+        results,
+        order,
+    )
+    return _frame(rows, group_by, _meta_keys(checkpoints))
+
+
+#: ``(checkpoint index, cell key) -> metrics``; a clean cell's key is shared by all shifts.
+_Results = dict[tuple, dict[str, float]]
+#: ``(checkpoint index, shift) -> [(magnitude, set, group value, cell key), …]`` in row order.
+_Order = dict[tuple[int, str], list[tuple[Any, str, Any, tuple]]]
+
+
+def _evaluate_cells(
+    run_dir: Path, manifest: dict[str, Any], groups: pd.Series | None, shared: _SharedWeights
+) -> tuple[_Results, _Order]:
+    """The metrics of every cell, one shift's predictions at a time, and the cells' row order.
+
+    A clean (identity-magnitude) cell is evaluated once per checkpoint × set × group and
+    shared by every shift.
+    """
     class_names = [str(c) for c in manifest["class_names"]]
     columns = ["magnitude", "sample_id", "label", *(prob_column(c) for c in class_names)]
-    checkpoints = [(c["name"], dict(c.get("meta") or {})) for c in manifest["checkpoints"]]
-    meta_keys = list(dict.fromkeys(k for _, meta in checkpoints for k in meta))
+    names = [c["name"] for c in manifest["checkpoints"]]
     read = _reader(run_dir, manifest)
-    groups = _groups(run_dir, manifest, group_by) if group_by else None
     sets = read_sample_datasets(run_dir)
-    normalize = _normalize(run_dir, manifest, [name for name, _ in checkpoints])
-    shared = _SharedWeights(n_boot, seed)
-    results: dict[tuple, dict[str, float]] = {}  # (checkpoint index, cell key) -> metrics
-    order: dict[tuple[int, str], list[tuple[Any, str, Any, tuple]]] = {}  # rows per ckpt × shift
+    results: _Results = {}
+    order: _Order = {}
     for shift in manifest["shifts"]:
-        frames = [
-            read(ci, name, shift["name"], columns) for ci, (name, _) in enumerate(checkpoints)
-        ]
+        frames = [read(ci, name, shift["name"], columns) for ci, name in enumerate(names)]
         for mag in shift["magnitudes"]:
             is_clean = mag == shift["identity"]
             pending: list[tuple[tuple, np.ndarray, np.ndarray]] = []
@@ -93,9 +115,22 @@ def compute_run_metrics(
                         pending.append(((ci, key), labels, probs))
             results.update(shared.evaluate(pending))
         del frames
+    return results, order
+
+
+def _rows(
+    shifts: list[dict[str, Any]],
+    checkpoints: list[tuple[str, dict[str, Any]]],
+    normalize: list[str],
+    group_by: str | None,
+    results: _Results,
+    order: _Order,
+) -> list[dict[str, Any]]:
+    """The rows of metrics.csv: keys, metrics, meta; checkpoint, shift, then cell order."""
+    meta_keys = _meta_keys(checkpoints)
     rows: list[dict[str, Any]] = []
     for ci, (name, meta) in enumerate(checkpoints):
-        for shift in manifest["shifts"]:
+        for shift in shifts:
             for mag, dset, value, key in order.get((ci, shift["name"]), []):
                 row: dict[str, Any] = {
                     "checkpoint": name, "shift": shift["name"], "magnitude": mag,
@@ -107,7 +142,12 @@ def compute_run_metrics(
                 for k in meta_keys:
                     row[k] = meta.get(k)
                 rows.append(row)
-    return _frame(rows, group_by, meta_keys)
+    return rows
+
+
+def _meta_keys(checkpoints: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The checkpoints' meta keys, in order of first appearance."""
+    return list(dict.fromkeys(k for _, meta in checkpoints for k in meta))
 
 
 class _SharedWeights:

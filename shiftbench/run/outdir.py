@@ -24,12 +24,21 @@ from shiftbench.run.values import short
 
 
 def check_out_dir(
-    out_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool
+    out_dir: Path,
+    config: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+    dataset_names: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """The manifest of the run already in ``out_dir`` (None if empty); errors on a conflict.
 
     A format-1 run directory (0.1) can be resumed: its parts are the same; the tables are
     rewritten in format 2.
+
+    Args:
+        dataset_names: the names of this run's evaluation sets. The config identity of one set
+            holds no name (so older runs stay resumable); the names are compared with the
+            manifest's ``datasets`` instead, when it has them.
     """
     manifest_path = out_dir / MANIFEST
     has_parts = (out_dir / PARTS_DIR).exists() and any((out_dir / PARTS_DIR).iterdir())
@@ -57,8 +66,12 @@ def check_out_dir(
     old = previous.get("config", {})
     # both ways: an optional key (amp, normalize) in only one of the two runs is a difference
     diffs = [k for k in dict.fromkeys([*config, *old]) if old.get(k) != config.get(k)]
-    if diffs:
-        detail = "; ".join(f"{k}: {_shown(old.get(k))} → {_shown(config.get(k))}" for k in diffs)
+    details = [f"{k}: {_shown(old.get(k))} → {_shown(config.get(k))}" for k in diffs]
+    renamed = _renamed_sets(previous, dataset_names)
+    if renamed and "datasets" not in diffs:
+        details.append(renamed)
+    if details:
+        detail = "; ".join(details)
         raise RunError(
             f"{out_dir} holds a different run ({detail}); use another --out, or --overwrite to "
             "replace it"
@@ -70,6 +83,19 @@ def check_out_dir(
             "cells and compute only the rest, or --overwrite to start over"
         )
     return previous
+
+
+def _renamed_sets(previous: dict[str, Any], names: list[str] | None) -> str | None:
+    """``"data set names: [old] → [new]"`` when the evaluation sets were renamed, else None.
+
+    Runs written before ``datasets`` was in the manifest hold no names: any name resumes them.
+    """
+    if names is None or "datasets" not in previous:
+        return None
+    old_names = [str(d.get("name")) for d in previous["datasets"]]
+    if old_names == list(names):
+        return None
+    return f"data set names: {', '.join(map(repr, old_names))} → {', '.join(map(repr, names))}"
 
 
 def _shown(value: Any) -> str:

@@ -367,9 +367,10 @@ def dataset_name(path: str | os.PathLike[str]) -> str:
     """The default name of a data set given as a bare path: its folder's name.
 
     A folder → its own name; a ``.csv`` manifest → the name of the folder holding it; any other
-    file (``.npz``) → its stem.
+    file (``.npz``) → its stem. Relative paths are made absolute first, so ``.`` is named
+    after the current folder (not ``""``).
     """
-    p = Path(path)
+    p = Path(os.path.abspath(path))
     if p.suffix.lower() == ".csv":
         p = p.resolve().parent
     return p.name if p.is_dir() or p.suffix == "" else p.stem
