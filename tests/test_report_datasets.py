@@ -194,6 +194,35 @@ def test_sets_union_over_runs_and_conflicts(runs, sets, tmp_path):
         load_runs([runs["two"], other])
 
 
+def test_runs_recording_different_single_sets_are_refused(sets, tmp_path, cli):
+    # Run A: --data internal=X, run B: --data external=Y; both number their samples 0..n-1.
+    a = sets["internal"][sets["internal"]["seed"] == 0].assign(dataset="internal")
+    b = sets["internal"][sets["internal"]["seed"] == 1].assign(dataset="external")
+    run_a, run_b = write_run_v2(tmp_path / "A", a), write_run_v2(tmp_path / "B", b)
+    match = r"runs .*A \(set 'internal'\) and .*B \(set 'external'\) cover the same sample ids"
+    with pytest.raises(UserInputError, match=match):
+        load_runs([run_a, run_b])
+    with pytest.raises(UserInputError, match="--data internal=… --data external=…"):
+        report.leaderboard([run_a, run_b], out=tmp_path / "lb", n_boot=0)
+    line = _one_line_error(*cli("leaderboard", run_a, run_b, "--out", tmp_path / "lb")[::2])
+    assert "different evaluation sets" in line
+    assert not (tmp_path / "lb").exists()
+    # Runs recording the same set(s) combine: one set, every checkpoint.
+    c = sets["internal"][sets["internal"]["seed"] == 1].assign(dataset="internal")
+    study = load_runs([run_a, write_run_v2(tmp_path / "C", c)])
+    assert study.datasets == ["internal"]
+    assert study.checkpoints.shape[0] == 4
+    both = pd.concat([t.assign(dataset=name) for name, t in sets.items()], ignore_index=True)
+    seed0, rest = both[both["seed"] == 0], both[both["seed"] != 0]
+    study = load_runs([write_run_v2(tmp_path / "s0", seed0), write_run_v2(tmp_path / "s12", rest)])
+    assert study.datasets == ["internal", "external"]
+    assert study.for_dataset("external").checkpoints.shape[0] == 6
+    # A run without the column adopts the one set recorded by the other run, whatever its order.
+    old = write_run_v2(tmp_path / "old", sets["internal"][sets["internal"]["seed"] == 2])
+    for order in ([old, run_a], [run_a, old]):
+        assert load_runs(order).datasets == ["internal"]
+
+
 def _one_line_error(code: int, err: str) -> str:
     assert code != 0
     assert "Traceback" not in err
