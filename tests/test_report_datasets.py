@@ -223,6 +223,20 @@ def test_runs_recording_different_single_sets_are_refused(sets, tmp_path, cli):
         assert load_runs(order).datasets == ["internal"]
 
 
+def test_leaderboard_warns_once_for_every_set(sets, tmp_path, cli):
+    # Single-seed methods in both sets: one fact, one warning (not one per set).
+    both = pd.concat([t.assign(dataset=name) for name, t in sets.items()], ignore_index=True)
+    run = write_run_v2(tmp_path / "one_seed", both[both["seed"] == 0])
+    with pytest.warns(report.ReportWarning) as caught:
+        got = report.leaderboard(run, out=tmp_path / "lb", n_boot=0)
+    single = [w for w in caught if "single seed" in str(w.message)]
+    assert len(single) == 1, [str(w.message) for w in caught]
+    assert "single seed" in got.markdown  # the footnote stays
+    code, _, err = cli("leaderboard", run, "--out", tmp_path / "lb_cli", "--n-boot", "0")
+    assert code == 0, err
+    assert err.count("single seed") == 1, err
+
+
 def _one_line_error(code: int, err: str) -> str:
     assert code != 0
     assert "Traceback" not in err
