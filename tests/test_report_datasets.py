@@ -313,7 +313,25 @@ magnitude = 19
     bad = tmp_path / "bad.toml"
     bad.write_text(f'out = "x"\nruns = ["{runs["two"]}"]\n\n[[plot]]\nname = "p"\n')
     line = _one_line_error(*cli("figures", bad)[::2])
-    assert "'p'" in line and "--dataset" in line
+    assert "'p'" in line and "choose one with dataset = NAME" in line
+    assert 'x = "dataset"' in line and "--dataset" not in line and "--x" not in line
+    # A bad set name is reported as the spec spells it (the key), not as the CLI option.
+    head = f'out = "x"\nruns = ["{runs["two"]}"]\n'
+    roc = '[[roc]]\nname = "r"\nshift = "synth_blur"\nmagnitude = 19\n'
+    for body, entry in (
+        ('dataset = "nope"\n[[plot]]\nname = "p"\n', "[[plot]] 'p'"),
+        ('[[plot]]\nname = "p"\ndataset = "nope"\n', "[[plot]] 'p'"),
+        (roc + 'dataset = "nope"\n', "[[roc]] 'r'"),
+        ('dataset = "nope"\n[[leaderboard]]\nname = "lb"\n', "[[leaderboard]] 'lb'"),
+    ):
+        bad.write_text(head + body)
+        line = _one_line_error(*cli("figures", bad)[::2])
+        assert f"{entry}: dataset = 'nope' is not an evaluation set" in line, line
+        assert "sets: internal, external" in line and "--dataset" not in line
+    bad.write_text(head + '[[plot]]\nname = "l"\nx = "dataset"\ndataset = "internal"\n')
+    line = _one_line_error(*cli("figures", bad)[::2])
+    assert 'dataset and x = "dataset" exclude each other' in line, line
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("dtype", [pa.int32(), pa.int64()])  # format 2 / format 1 ids
