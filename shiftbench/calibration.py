@@ -41,6 +41,7 @@ __all__ = [
     "CALIBRATION_METRICS",
     "DIRECTION",
     "N_BINS",
+    "WEIGHTED",
     "CalibrationTerms",
     "brier",
     "calibration_metrics",
@@ -200,6 +201,12 @@ CALIBRATION_METRICS: dict[str, tuple[Callable[..., float], Callable[..., np.ndar
     "ece": (ece, weighted_ece),
     "brier": (brier, weighted_brier),
     "nll": (nll, weighted_nll),
+}
+
+#: ``name -> weighted``: each calibration error under resample weights ``w [m, n]`` → ``[m]``
+#: (the bootstrap and report dispatch on it).
+WEIGHTED: dict[str, Callable[..., np.ndarray]] = {
+    name: weighted for name, (_, weighted) in CALIBRATION_METRICS.items()
 }
 
 

@@ -41,7 +41,7 @@ import pandas as pd
 from scipy.special import ndtr, ndtri
 
 from shiftbench.bootstrap import ResampleWeights, block_rows, replicates
-from shiftbench.calibration import weighted_brier, weighted_ece, weighted_nll
+from shiftbench.calibration import WEIGHTED
 from shiftbench.delong import DeLongResult, delong_auc_ci, delong_covariance, delong_test
 from shiftbench.errors import UserInputError
 from shiftbench.metrics import (
@@ -83,9 +83,6 @@ CI_METHODS = ("percentile", "bca")
 #: Robustness summaries of one curve (see the module docstring).
 SUMMARIES = ("sweep_mean", "worst", "clean", "drop")
 
-#: The calibration errors among :data:`METRICS` (lower is better), by name.
-_CALIBRATION = {"ece": weighted_ece, "brier": weighted_brier, "nll": weighted_nll}
-
 
 # --- metrics under resample weights -------------------------------------------------------------
 def check_metric(metric: str, num_classes: int) -> None:
@@ -122,8 +119,8 @@ def metric_values(
     """
     num_classes = probs.shape[1]
     check_metric(metric, num_classes)
-    if metric in _CALIBRATION:
-        return _CALIBRATION[metric](weights, labels, probs)
+    if metric in WEIGHTED:
+        return WEIGHTED[metric](weights, labels, probs)
     if metric == "accuracy":
         return weighted_accuracy(weights, labels, preds)
     if metric == "balanced_accuracy":

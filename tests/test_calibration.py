@@ -151,3 +151,20 @@ def test_calibration_metrics_cis_are_percentiles_of_materialised_resamples():
         assert out[f"{name}_ci_high"] == pytest.approx(hi, rel=1e-12)
     empty = calibration_metrics(labels, probs, n_boot=0)
     assert np.isnan(empty["ece_ci_low"]) and not np.isnan(empty["ece"])
+
+
+def test_one_weighted_dispatch_shared_by_stats_and_report():
+    # One table of the weighted calibration errors: the bootstrap (stats) and the report
+    # dispatch on the same object, so a new error cannot be added to one and not the other.
+    import shiftbench.calibration as calibration
+    import shiftbench.report.replicates as replicates
+    import shiftbench.stats as stats
+
+    assert calibration.WEIGHTED == {
+        "ece": weighted_ece,
+        "brier": weighted_brier,
+        "nll": weighted_nll,
+    }
+    assert stats.WEIGHTED is calibration.WEIGHTED
+    assert replicates.WEIGHTED is calibration.WEIGHTED
+    assert not hasattr(stats, "_CALIBRATION") and not hasattr(replicates, "_CALIBRATION")

@@ -194,6 +194,49 @@ def test_sets_union_over_runs_and_conflicts(runs, sets, tmp_path):
         load_runs([runs["two"], other])
 
 
+def test_runs_recording_different_single_sets_are_refused(sets, tmp_path, cli):
+    # Run A: --data internal=X, run B: --data external=Y; both number their samples 0..n-1.
+    a = sets["internal"][sets["internal"]["seed"] == 0].assign(dataset="internal")
+    b = sets["internal"][sets["internal"]["seed"] == 1].assign(dataset="external")
+    run_a, run_b = write_run_v2(tmp_path / "A", a), write_run_v2(tmp_path / "B", b)
+    match = r"runs .*A \(set 'internal'\) and .*B \(set 'external'\) cover the same sample ids"
+    with pytest.raises(UserInputError, match=match):
+        load_runs([run_a, run_b])
+    with pytest.raises(UserInputError, match="--data internal=… --data external=…"):
+        report.leaderboard([run_a, run_b], out=tmp_path / "lb", n_boot=0)
+    line = _one_line_error(*cli("leaderboard", run_a, run_b, "--out", tmp_path / "lb")[::2])
+    assert "different evaluation sets" in line
+    assert not (tmp_path / "lb").exists()
+    # Runs recording the same set(s) combine: one set, every checkpoint.
+    c = sets["internal"][sets["internal"]["seed"] == 1].assign(dataset="internal")
+    study = load_runs([run_a, write_run_v2(tmp_path / "C", c)])
+    assert study.datasets == ["internal"]
+    assert study.checkpoints.shape[0] == 4
+    both = pd.concat([t.assign(dataset=name) for name, t in sets.items()], ignore_index=True)
+    seed0, rest = both[both["seed"] == 0], both[both["seed"] != 0]
+    study = load_runs([write_run_v2(tmp_path / "s0", seed0), write_run_v2(tmp_path / "s12", rest)])
+    assert study.datasets == ["internal", "external"]
+    assert study.for_dataset("external").checkpoints.shape[0] == 6
+    # A run without the column adopts the one set recorded by the other run, whatever its order.
+    old = write_run_v2(tmp_path / "old", sets["internal"][sets["internal"]["seed"] == 2])
+    for order in ([old, run_a], [run_a, old]):
+        assert load_runs(order).datasets == ["internal"]
+
+
+def test_leaderboard_warns_once_for_every_set(sets, tmp_path, cli):
+    # Single-seed methods in both sets: one fact, one warning (not one per set).
+    both = pd.concat([t.assign(dataset=name) for name, t in sets.items()], ignore_index=True)
+    run = write_run_v2(tmp_path / "one_seed", both[both["seed"] == 0])
+    with pytest.warns(report.ReportWarning) as caught:
+        got = report.leaderboard(run, out=tmp_path / "lb", n_boot=0)
+    single = [w for w in caught if "single seed" in str(w.message)]
+    assert len(single) == 1, [str(w.message) for w in caught]
+    assert "single seed" in got.markdown  # the footnote stays
+    code, _, err = cli("leaderboard", run, "--out", tmp_path / "lb_cli", "--n-boot", "0")
+    assert code == 0, err
+    assert err.count("single seed") == 1, err
+
+
 def _one_line_error(code: int, err: str) -> str:
     assert code != 0
     assert "Traceback" not in err
@@ -270,7 +313,25 @@ magnitude = 19
     bad = tmp_path / "bad.toml"
     bad.write_text(f'out = "x"\nruns = ["{runs["two"]}"]\n\n[[plot]]\nname = "p"\n')
     line = _one_line_error(*cli("figures", bad)[::2])
-    assert "'p'" in line and "--dataset" in line
+    assert "'p'" in line and "choose one with dataset = NAME" in line
+    assert 'x = "dataset"' in line and "--dataset" not in line and "--x" not in line
+    # A bad set name is reported as the spec spells it (the key), not as the CLI option.
+    head = f'out = "x"\nruns = ["{runs["two"]}"]\n'
+    roc = '[[roc]]\nname = "r"\nshift = "synth_blur"\nmagnitude = 19\n'
+    for body, entry in (
+        ('dataset = "nope"\n[[plot]]\nname = "p"\n', "[[plot]] 'p'"),
+        ('[[plot]]\nname = "p"\ndataset = "nope"\n', "[[plot]] 'p'"),
+        (roc + 'dataset = "nope"\n', "[[roc]] 'r'"),
+        ('dataset = "nope"\n[[leaderboard]]\nname = "lb"\n', "[[leaderboard]] 'lb'"),
+    ):
+        bad.write_text(head + body)
+        line = _one_line_error(*cli("figures", bad)[::2])
+        assert f"{entry}: dataset = 'nope' is not an evaluation set" in line, line
+        assert "sets: internal, external" in line and "--dataset" not in line
+    bad.write_text(head + '[[plot]]\nname = "l"\nx = "dataset"\ndataset = "internal"\n')
+    line = _one_line_error(*cli("figures", bad)[::2])
+    assert 'dataset and x = "dataset" exclude each other' in line, line
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("dtype", [pa.int32(), pa.int64()])  # format 2 / format 1 ids

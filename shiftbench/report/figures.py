@@ -25,6 +25,9 @@ class FiguresResult:
     notes: list[str]
 
 
+#: The set choice as a spec spells it, in messages.
+_DATASET_KEY = "dataset = "
+
 _TOP_KEYS = {
     "title",
     "root",
@@ -180,6 +183,7 @@ def figures(spec: str | Path, *, root: str | Path | None = None) -> FiguresResul
             opts.pop("dataset", None)  # the ladder draws every set, whatever the default
         try:
             study, runs = study_for(item)
+            _check_dataset(kind, study, opts)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ReportWarning)
                 outputs[name] = _make(kind, study, out_dir, name, opts)
@@ -199,6 +203,25 @@ def figures(spec: str | Path, *, root: str | Path | None = None) -> FiguresResul
     index_path = out_dir / "index.md"
     write_text(index_path, "\n".join(index))
     return FiguresResult(outputs, index_path, notes)
+
+
+def _check_dataset(kind: str, study: Study, opts: dict[str, Any]) -> None:
+    """Refuse a set choice the study cannot honour, in the spec's words (``dataset = …``).
+
+    The report functions would say the same in the CLI's words (``--dataset NAME``), which a
+    spec's author cannot type.
+    """
+    name = opts.get("dataset")
+    ladder = kind == "plot" and opts.get("x") == "dataset"
+    if ladder and name is not None:
+        raise UserInputError(
+            'dataset and x = "dataset" exclude each other: the ladder draws every set'
+        )
+    if name is not None:
+        study.for_dataset(name, option=_DATASET_KEY)
+    elif kind == "roc" or (kind == "plot" and not ladder):
+        hint = ', or draw the ladder of sets with x = "dataset"' if kind == "plot" else ""
+        study.select(None, option=_DATASET_KEY, hint=hint)
 
 
 def _make(kind: str, study: Study, out_dir: Path, name: str, opts: dict[str, Any]) -> dict:

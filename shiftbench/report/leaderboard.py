@@ -27,7 +27,7 @@ from shiftbench.report.format import (
     is_percent,
     markdown_table,
 )
-from shiftbench.report.notes import single_seed_notes, warn
+from shiftbench.report.notes import distinct_warnings, single_seed_notes, warn
 from shiftbench.report.replicates import (
     check_baseline,
     check_common,
@@ -121,10 +121,11 @@ def leaderboard(
         raise UserInputError(f"--out {out} is a file; give a directory for the leaderboard")
     title = title or f"Leaderboard: {METRIC_TITLES[metric]} under distribution shift"
     names = study.datasets if dataset is None else study.for_dataset(dataset).datasets
-    sections = [
-        _section(study.for_dataset(name), by, baseline, metric, shifts, n_boot, seed, ci)
-        for name in names
-    ]
+    with distinct_warnings():  # one warning per fact, not one per set
+        sections = [
+            _section(study.for_dataset(name), by, baseline, metric, shifts, n_boot, seed, ci)
+            for name in names
+        ]
     if len(study.datasets) == 1:
         section = sections[0]
         table, differences, notes = section.table, section.differences, section.notes

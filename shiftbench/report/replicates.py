@@ -17,16 +17,13 @@ import numpy as np
 import pandas as pd
 
 from shiftbench.bootstrap import ResampleWeights, percentile_interval, replicates
-from shiftbench.calibration import DIRECTION, weighted_brier, weighted_ece, weighted_nll
+from shiftbench.calibration import DIRECTION, WEIGHTED
 from shiftbench.errors import UserInputError
 from shiftbench.metrics import weighted_auroc
 from shiftbench.report.align import Aligned, align
 from shiftbench.report.cells import Cell, iter_cells
 from shiftbench.report.study import Study, load_runs
 from shiftbench.stats import METRICS, bootstrap_p_value, check_metric
-
-#: Calibration errors computed per cell from the class probabilities (lower is better).
-_CALIBRATION = {"ece": weighted_ece, "brier": weighted_brier, "nll": weighted_nll}
 
 #: Every metric the report commands accept: the classification metrics (higher is better)
 #: then the calibration errors of :mod:`shiftbench.calibration` (lower is better), i.e.
@@ -41,7 +38,7 @@ def higher_is_better(metric: str) -> bool:
 
 def check_report_metric(metric: str, num_classes: int) -> None:
     """Raise :class:`UserInputError` unless the report can compute ``metric``."""
-    if metric in _CALIBRATION:
+    if metric in WEIGHTED:
         return
     if metric not in METRICS:
         raise UserInputError(
@@ -65,8 +62,8 @@ def checkpoint_values(
     indicators are integers, so every sum is exact and the values equal the per-checkpoint ones.
     """
     num_classes = probs.shape[2]
-    if metric in _CALIBRATION:
-        return np.stack([_CALIBRATION[metric](w, labels, p) for p in probs], axis=1)
+    if metric in WEIGHTED:
+        return np.stack([WEIGHTED[metric](w, labels, p) for p in probs], axis=1)
     if metric == "auroc":
         return np.stack([weighted_auroc(w, labels, p) for p in probs], axis=1)
     if metric == "accuracy":

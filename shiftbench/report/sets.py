@@ -5,8 +5,10 @@ A run directory records its sets in ``samples.parquet`` (``run --data NAME=PATH 
 agree on the set of every sample id they share. Runs that do not record sets (format 1, and
 format 2 written before the ``dataset`` column existed) hold one set named after their data path;
 that name is only a default, so their samples take the set another run of the study records for
-the same id. When every run holds a single set, the study has one set, named by the first run:
-such studies behave exactly as before sets existed, whatever their data folders are called.
+the same id. When no run records sets, the study has one set, named by the first run: such
+studies behave exactly as before sets existed, whatever their data folders are called. Recorded
+names are facts, never merged: runs that put the same sample ids in different recorded sets
+(``run A --data internal=X``, ``run B --data external=Y``) are refused.
 """
 
 from __future__ import annotations
@@ -65,8 +67,10 @@ def study_sets(sources: Sequence[Any]) -> StudySets:
         UserInputError: two runs put one sample id in different sets.
     """
     per_run = [(src.run, *_run_sets(src)) for src in sources]
-    if all(len(names) == 1 for _, names, _ in per_run):
-        return StudySets(per_run[0][1][:1], np.empty(0, np.int32), {r: 0 for r, _, _ in per_run})
+    recorded = [(run, names) for run, names, (ids, _) in per_run if ids.size]
+    single = _single_set(per_run[0][1][0], recorded)
+    if single is not None:
+        return StudySets([single], np.empty(0, np.int32), {r: 0 for r, _, _ in per_run})
     names: list[str] = []
     size = max((int(ids.max()) + 1 for _, _, (ids, _) in per_run if ids.size), default=0)
     lookup = np.full(size, -1, dtype=np.int32)
@@ -82,7 +86,13 @@ def study_sets(sources: Sequence[Any]) -> StudySets:
         clash = np.flatnonzero((seen >= 0) & (seen != new))
         if clash.size:
             i = clash[0]
-            other = per_run[owner[ids[i]]][0]
+            other, other_names = per_run[owner[ids[i]]][:2]
+            if len(other_names) == 1 and len(run_names) == 1:
+                raise UserInputError(
+                    f"runs {other} (set {other_names[0]!r}) and {run} (set {run_names[0]!r}) "
+                    "cover the same sample ids with different evaluation sets; evaluate them in "
+                    f"one run with --data {other_names[0]}=… --data {run_names[0]}=…"
+                )
             raise UserInputError(
                 f"sample {ids[i]} is in set {names[seen[i]]!r} in {other} but in set "
                 f"{names[new[i]]!r} in {run}; combine only runs evaluated on the same sets, "
@@ -91,6 +101,23 @@ def study_sets(sources: Sequence[Any]) -> StudySets:
         lookup[ids] = new
         owner[ids] = np.where(owner[ids] >= 0, owner[ids], k)
     return StudySets(names, lookup, default)
+
+
+def _single_set(first: str, recorded: list[tuple[str, list[str]]]) -> str | None:
+    """The study's one set, if it has one: else None (sets resolved per sample id).
+
+    ``first``: the (default) set name of the first run; ``recorded``: ``(run, set names)`` of
+    the runs whose samples.parquet records sets. With no run recording sets the study has one
+    set named by the first run (as before sets existed); when every recording run records the
+    same single set, that set, which the runs without records adopt. Recorded names are never
+    merged: runs recording different sets are resolved (and checked) per sample id.
+    """
+    if not recorded:
+        return first
+    names = {tuple(n) for _, n in recorded}
+    if len(names) == 1 and len(recorded[0][1]) == 1:
+        return recorded[0][1][0]
+    return None
 
 
 def _code(names: list[str], name: str) -> int:

@@ -177,8 +177,9 @@ class Study:
 
 
 def _given(option: str) -> str:
-    """``--dataset `` (CLI option) or ``dataset=`` (keyword argument) before a value."""
-    return option if option.endswith("=") else option + " "
+    """What precedes a value in messages: ``--dataset`` (CLI option) → ``--dataset ``;
+    ``dataset=`` (keyword argument) and ``dataset = `` (figures spec key) as given."""
+    return option if option.endswith(("=", " ")) else option + " "
 
 
 def load_runs(runs: str | Path | Sequence[str | Path], *, plugins: Sequence[str] = ()) -> Study:
