@@ -23,6 +23,7 @@ import shiftbench
 from shiftbench.errors import RunError
 from shiftbench.normalize import StainNormalizer
 from shiftbench.registry import get_shift
+from shiftbench.report.notes import ReportWarning
 from shiftbench.run.rundir import CHECKPOINT_COLUMNS, NORMALIZE, PARTS_DIR
 
 SIZE = 64
@@ -239,10 +240,11 @@ def test_cli_run_with_normalisation(cli, env, tmp_path):
 
 def test_leaderboard_groups_normalised_checkpoints_apart(env, tmp_path):
     _root, _raw, _ckpts, runs = env
-    result = shiftbench.leaderboard(
-        [runs["plain"].out_dir, runs["macenko"].out_dir], out=tmp_path / "lb", by="method",
-        baseline="wd", n_boot=50,
-    )  # fmt: skip
+    with pytest.warns(ReportWarning, match="single seed"):  # one checkpoint per group here
+        result = shiftbench.leaderboard(
+            [runs["plain"].out_dir, runs["macenko"].out_dir], out=tmp_path / "lb", by="method",
+            baseline="wd", n_boot=50,
+        )  # fmt: skip
     assert sorted(result.table["method"]) == ["sd", "sd+macenko", "wd", "wd+macenko"]
     assert "wd+macenko" in result.markdown
     diffs = result.differences
