@@ -272,3 +272,28 @@ def test_normalisation_runs_on_the_run_device(env, tmp_path):
     for mag in (1.0, BLUR):  # float32 on another device: a grey level here and there
         diff = np.abs(_probs(gpu, mag).to_numpy() - _probs(cpu, mag).to_numpy())
         assert diff.max() < 0.05
+
+
+def test_normalised_runs_with_different_targets_form_different_groups(env, tmp_path):
+    """One target per normalised run: groups ``sd+macenko``; two targets: the label names each."""
+    from shiftbench.report.align import align
+    from shiftbench.report.study import load_runs
+
+    _root, raw, ckpts, runs = env
+    other = HE_IMAGES / "torchstain_target.png"
+    second = shiftbench.run(
+        ckpts, raw, ["blur"], out=tmp_path / "other", magnitudes=[1, BLUR], normalize="macenko",
+        normalize_target=other, **RUN,
+    )  # fmt: skip
+    dirs = [runs["plain"].out_dir, runs["macenko"].out_dir, second.out_dir]
+    aligned = align(load_runs(dirs), "method", None)
+    assert aligned.group_names == [
+        "sd", "sd+macenko:histoqc_template1", "sd+macenko:torchstain_target",
+        "wd", "wd+macenko:histoqc_template1", "wd+macenko:torchstain_target",
+    ]  # fmt: skip
+    members = dict(zip(aligned.checkpoints, aligned.groups, strict=True))
+    assert members["other/sd"] == "sd+macenko:torchstain_target"
+    assert members["macenko/wd"] == "wd+macenko:histoqc_template1"
+    # the same target in two runs is one condition: plain labels stay
+    one_target = align(load_runs(dirs[:2]), "method", None)
+    assert one_target.group_names == ["sd", "sd+macenko", "wd", "wd+macenko"]

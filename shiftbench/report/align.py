@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,7 @@ def align(study: Study, by: str, shifts: Sequence[str] | None, option: str = "--
     per_ck = study.checkpoints[study.checkpoints["checkpoint"].isin(set(grid["checkpoint"]))]
     per_ck = per_ck.set_index("checkpoint", drop=False)
     rank = {v: i for i, v in enumerate(_group_order(per_ck[by]))}
-    norm = _normalization(per_ck, by)
+    norm = _normalization(study, per_ck, by)
     checkpoints = sorted(
         per_ck.index, key=lambda ck: (rank[per_ck.at[ck, by]], norm[ck] != "none", norm[ck], ck)
     )
@@ -135,13 +136,47 @@ def group_label(value: Any, normalize: str) -> str:
     return str(value) if normalize == "none" else f"{value}+{normalize}"
 
 
-def _normalization(per_ck: pd.DataFrame, by: str) -> pd.Series:
+def _normalization(study: Study, per_ck: pd.DataFrame, by: str) -> pd.Series:
     """Stain normalisation of each checkpoint's run (``"none"`` when not recorded, or when the
-    groups are formed by the normalisation itself)."""
+    groups are formed by the normalisation itself).
+
+    When the study's normalised runs used different targets, the label names the target
+    (``macenko:histoqc_template1``) so that they form different groups instead of one.
+    """
     column = rundir.NORMALIZE
     if column not in per_ck.columns or by == column:
         return pd.Series("none", index=per_ck.index)
-    return per_ck[column].fillna("none").astype(str)
+    norm = per_ck[column].fillna("none").astype(str)
+    targets = _normalization_targets(study)
+    normalised = norm != "none"
+    keys = {(norm[ck], targets.get(per_ck.at[ck, "run"])) for ck in norm.index[normalised]}
+    if len(keys) <= len({method for method, _ in keys}):
+        return norm
+    names = {run: name for run, name in targets.items() if name is not None}
+    return pd.Series(
+        {ck: f"{norm[ck]}:{names.get(per_ck.at[ck, 'run'], 'unknown target')}"
+         if normalised[ck] else "none" for ck in norm.index},
+    )  # fmt: skip
+
+
+def _normalization_targets(study: Study) -> dict[str, str | None]:
+    """Run → a short name of its normalisation target (file stem, plus the start of its
+    SHA-256 when two targets share a stem); None for runs that did not normalise."""
+    records = {}
+    for source in study.sources:
+        record = rundir.read_manifest(source.run_dir).get(rundir.NORMALIZE) or {}
+        records[source.run] = record if record.get("target_sha256") else None
+    stems: dict[str, set[str]] = {}
+    for r in filter(None, records.values()):
+        stems.setdefault(Path(r["target"]).stem, set()).add(r["target_sha256"])
+    names: dict[str, str | None] = {}
+    for run, r in records.items():
+        if r is None:
+            names[run] = None
+            continue
+        stem = Path(r["target"]).stem
+        names[run] = stem if len(stems[stem]) == 1 else f"{stem}@{r['target_sha256'][:8]}"
+    return names
 
 
 def _common_sweep(
