@@ -106,6 +106,22 @@ def plot(
             )
         return _plot_ladder(study, paths, metric, hue, shifts, band, boot, seed, ci, title)
     study = study.select(dataset, hint=", or draw the ladder of sets with --x dataset")
+    return _plot_magnitude(study, paths, metric, hue, shifts, band, boot, seed, ci, title)
+
+
+def _plot_magnitude(
+    study: Study,
+    paths: dict[str, Path],
+    metric: str,
+    hue: str,
+    shifts: Sequence[str] | None,
+    band: str,
+    boot: int,
+    seed: int,
+    ci: float,
+    title: str | None,
+) -> PlotResult:
+    """``plot(x="magnitude")`` of a study of one set: compute, render and write the curves."""
     aligned = align(study, hue, shifts, option="--hue")
     notes: list[str] = []
     if band == "sd":

@@ -136,6 +136,14 @@ def leaderboard(
         table, differences, notes, markdown, page = _several_sets(
             names, sections, metric, baseline, title
         )
+    paths = _write_leaderboard(out, table, differences, markdown, page)
+    return LeaderboardResult(table, differences, markdown, paths, notes)
+
+
+def _write_leaderboard(
+    out: Path, table: pd.DataFrame, differences: pd.DataFrame | None, markdown: str, page: str
+) -> dict[str, Path]:
+    """Write ``leaderboard.{csv,md,html}`` (and ``differences.csv``) to ``out``; their paths."""
     paths = {
         "md": out / "leaderboard.md",
         "csv": out / "leaderboard.csv",
@@ -147,7 +155,7 @@ def leaderboard(
     if differences is not None:
         paths["differences"] = out / "differences.csv"
         write_csv(paths["differences"], differences)
-    return LeaderboardResult(table, differences, markdown, paths, notes)
+    return paths
 
 
 @dataclass

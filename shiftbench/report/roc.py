@@ -120,6 +120,35 @@ def roc(
     paths["summary"] = paths["csv"].with_name(paths["csv"].stem + "_auroc.csv")
     study = runs if isinstance(runs, Study) else load_runs(runs, plugins=plugins)
     study = study.select(dataset)
+    aligned, mag, cell = _roc_cell(study, shift, magnitude, by, baseline, n_boot, ci)
+    notes: list[str] = []
+    if study.num_classes > 2:
+        summary, curves, notes = compute_multiclass_roc(
+            cell, aligned, mag, study.class_names, n_boot, seed, ci
+        )
+        if title is None:
+            title = _multiclass_title(study, aligned, shift, mag, cell, n_boot, ci)
+        fig = draw_multiclass_roc(summary, curves, aligned, title)
+    else:
+        ref = baseline if baseline is not None else aligned.group_names[0]
+        summary, curves = compute_roc(cell, aligned, mag, ref, n_boot, seed, ci)
+        if title is None:
+            title = _binary_title(study, aligned, shift, mag, cell, n_boot, ci, ref)
+        fig = _draw_roc(summary, curves, aligned, ref, study.class_names[1], title)
+    _write_roc(paths, fig, summary, curves)
+    return RocResult(summary, curves, paths, notes)
+
+
+def _roc_cell(
+    study: Study,
+    shift: str,
+    magnitude: float | str,
+    by: str,
+    baseline: str | None,
+    n_boot: int,
+    ci: float,
+) -> tuple[Aligned, float, Cell]:
+    """Check the options against ``study`` and read the cell: ``(aligned, magnitude, cell)``."""
     check_common("auroc", n_boot, ci, study.num_classes)
     if n_boot < 1:
         raise UserInputError("roc needs n_boot ≥ 1 for the AUROC interval")
@@ -129,38 +158,47 @@ def roc(
     cell = read_cell(study, aligned, shift, mag)
     if len(np.unique(cell.labels)) < 2:
         raise UserInputError(f"{shift} {mag:g}: the test set has one class only; AUROC undefined")
-    notes: list[str] = []
-    ref = baseline if baseline is not None else aligned.group_names[0]
-    if study.num_classes > 2:
-        summary, curves, notes = compute_multiclass_roc(
-            cell, aligned, mag, study.class_names, n_boot, seed, ci
-        )
-        if title is None:
-            title = (
-                f"One-vs-rest ROC of seed ensembles: {_set_text(study)}{shift}, "
-                f"{aligned.units[shift]} = {mag:g}, "
-                f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
-                "macro = mean over classes; DeLong: binary only, not computed"
-            )
-        fig = draw_multiclass_roc(summary, curves, aligned, title)
-        write_csv(paths["csv"], curves)
-        write_csv(paths["summary"], summary)
-        save_figure(fig, paths["png"])
-        save_figure(fig, paths["pdf"])
-        return RocResult(summary, curves, paths, notes)
-    summary, curves = compute_roc(cell, aligned, mag, ref, n_boot, seed, ci)
-    if title is None:
-        title = (
-            f"ROC of seed ensembles: {_set_text(study)}{shift}, {aligned.units[shift]} = {mag:g}, "
-            f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
-            f"DeLong two-sided vs {ref}"
-        )
-    fig = _draw_roc(summary, curves, aligned, ref, study.class_names[1], title)
+    return aligned, mag, cell
+
+
+def _multiclass_title(
+    study: Study, aligned: Aligned, shift: str, mag: float, cell: Cell, n_boot: int, ci: float
+) -> str:
+    """The default title with more than two classes (no DeLong test)."""
+    return (
+        f"One-vs-rest ROC of seed ensembles: {_set_text(study)}{shift}, "
+        f"{aligned.units[shift]} = {mag:g}, "
+        f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
+        "macro = mean over classes; DeLong: binary only, not computed"
+    )
+
+
+def _binary_title(
+    study: Study,
+    aligned: Aligned,
+    shift: str,
+    mag: float,
+    cell: Cell,
+    n_boot: int,
+    ci: float,
+    ref: str,
+) -> str:
+    """The default title of a binary ROC figure (DeLong against ``ref``)."""
+    return (
+        f"ROC of seed ensembles: {_set_text(study)}{shift}, {aligned.units[shift]} = {mag:g}, "
+        f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
+        f"DeLong two-sided vs {ref}"
+    )
+
+
+def _write_roc(
+    paths: dict[str, Path], fig: Any, summary: pd.DataFrame, curves: pd.DataFrame
+) -> None:
+    """Write the ROC points, the AUROC summary and the figure (png, pdf)."""
     write_csv(paths["csv"], curves)
     write_csv(paths["summary"], summary)
     save_figure(fig, paths["png"])
     save_figure(fig, paths["pdf"])
-    return RocResult(summary, curves, paths, notes)
 
 
 def compute_roc(
