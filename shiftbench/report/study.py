@@ -325,8 +325,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _open_source(run: str) -> tuple[Source, list[str], list[str]]:
     """Open one run: its predictions dataset, manifest shifts, prob columns and class names."""
-    import pyarrow.dataset as pads
-
     path = Path(run)
     if path.is_file() and path.suffix == ".parquet":
         pred_path, run_dir = path, path.parent
@@ -337,41 +335,59 @@ def _open_source(run: str) -> tuple[Source, list[str], list[str]]:
     manifest = _read_json(run_dir / rundir.MANIFEST)
     if "format" in manifest:
         manifest = rundir.read_manifest(run_dir)  # refuses formats this version cannot read
+    dataset, fmt = _open_predictions(run, path, pred_path, run_dir, manifest)
+    where = pred_path if fmt == rundir.FORMAT_V1 else run_dir / rundir.PREDICTIONS_DIR
+    probs = _prob_columns([str(n) for n in dataset.schema.names], where)
+    class_names = _class_names(manifest, probs, run_dir)
+    shifts = {
+        str(s["name"]): s for s in manifest.get("shifts", []) if isinstance(s, dict) and "name" in s
+    }
+    return Source(run, run_dir, dataset, fmt, shifts), probs, class_names
+
+
+def _open_predictions(
+    run: str, path: Path, pred_path: Path, run_dir: Path, manifest: dict[str, Any]
+) -> tuple[Any, str]:
+    """``(dataset, format)``: the format-2 predictions folder, else the format-1 file."""
+    import pyarrow.dataset as pads
+
     fmt = str(manifest.get("format", rundir.FORMAT_V1))
     if fmt == rundir.FORMAT_V2 and pred_path.parent == run_dir and path.is_dir():
-        dataset = rundir.open_predictions(run_dir)
-    else:
-        if not pred_path.is_file():
-            raise UserInputError(
-                f"{pred_path} not found; is {run} a run directory written by `shiftbench run`?"
-            )
-        try:
-            dataset = pads.dataset(pred_path, format="parquet")
-        except Exception as e:  # pyarrow raises several types for a broken file
-            raise DataError(f"cannot read {pred_path}: {e}") from e
-        fmt = rundir.FORMAT_V1
-    names = [str(n) for n in dataset.schema.names]
+        return rundir.open_predictions(run_dir), fmt
+    if not pred_path.is_file():
+        raise UserInputError(
+            f"{pred_path} not found; is {run} a run directory written by `shiftbench run`?"
+        )
+    try:
+        dataset = pads.dataset(pred_path, format="parquet")
+    except Exception as e:  # pyarrow raises several types for a broken file
+        raise DataError(f"cannot read {pred_path}: {e}") from e
+    return dataset, rundir.FORMAT_V1
+
+
+def _prob_columns(names: list[str], where: Path) -> list[str]:
+    """The ``prob_<class>`` columns, after checking the required and reserved columns."""
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     probs = [c for c in names if c.startswith(rundir.PROB_PREFIX)]
-    where = pred_path if fmt == rundir.FORMAT_V1 else run_dir / rundir.PREDICTIONS_DIR
     if missing or len(probs) < 2:
         what = ", ".join(missing) if missing else "prob_<class> (at least 2)"
         raise UserInputError(f"{where} lacks column(s) {what}; available: {', '.join(names)}")
     if "run" in names:
         raise UserInputError(f"{where} has a column named 'run', which shiftbench reserves")
-    class_names = [c[len(rundir.PROB_PREFIX) :] for c in probs]
+    return probs
+
+
+def _class_names(manifest: dict[str, Any], probs: list[str], run_dir: Path) -> list[str]:
+    """The manifest's class names, else the names in the ``prob_<class>`` columns."""
     stored = manifest.get("class_names")
-    if stored is not None:
-        if len(stored) != len(probs):
-            raise DataError(
-                f"{run_dir / rundir.MANIFEST} lists {len(stored)} class names but predictions "
-                f"have {len(probs)} prob_ columns; the run directory is inconsistent"
-            )
-        class_names = [str(s) for s in stored]
-    shifts = {
-        str(s["name"]): s for s in manifest.get("shifts", []) if isinstance(s, dict) and "name" in s
-    }
-    return Source(run, run_dir, dataset, fmt, shifts), probs, class_names
+    if stored is None:
+        return [c[len(rundir.PROB_PREFIX) :] for c in probs]
+    if len(stored) != len(probs):
+        raise DataError(
+            f"{run_dir / rundir.MANIFEST} lists {len(stored)} class names but predictions "
+            f"have {len(probs)} prob_ columns; the run directory is inconsistent"
+        )
+    return [str(s) for s in stored]
 
 
 def _chunks(dataset: Any, columns: list[str]) -> Iterator[pa.Table]:
