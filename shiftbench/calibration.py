@@ -35,7 +35,8 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+
+from shiftbench.bootstrap import ResampleWeights, _single_threaded_blas, percentile_interval
 
 __all__ = [
     "CALIBRATION_METRICS",
@@ -221,30 +222,23 @@ def calibration_metrics(
     """ECE, Brier and NLL of one cell with percentile bootstrap CIs, as ``cell_metrics`` does.
 
     Uses the same resamples as :func:`shiftbench.metrics.cell_metrics` for the same ``seed``
-    (:func:`shiftbench.metrics.bootstrap_weight_blocks`), so the result can be merged into its
-    output: ``{m, m_ci_low, m_ci_high}`` for ``m`` in ``ece, brier, nll`` (CIs NaN if
-    ``n_boot = 0`` or ``n = 0``).
+    (:class:`shiftbench.bootstrap.ResampleWeights`) and the same one matrix product per block
+    (:func:`weighted_calibration`), so the result can be merged into its output:
+    ``{m, m_ci_low, m_ci_high}`` for ``m`` in ``ece, brier, nll`` (CIs NaN if ``n_boot = 0`` or
+    ``n = 0``). Unlike ``cell_metrics``, a CI is reported from the finite resamples even when
+    the point value is NaN.
     """
-    from shiftbench.metrics import bootstrap_weight_blocks
-
     labels, probs = _check(labels, probs)
     n = labels.size
+    rows = n_boot if n and n_boot > 0 else 0
+    boots = np.empty((rows, len(CALIBRATION_METRICS)))  # [B, 3]: ece, brier, nll
+    if rows:
+        terms = calibration_terms(labels, probs)
+        with _single_threaded_blas():
+            for block, counts in ResampleWeights(n, n_boot, seed).count_blocks():
+                boots[block] = weighted_calibration(counts.astype(np.float64), terms)
     out: dict[str, float] = {}
-    boots: dict[str, list[np.ndarray]] = {k: [] for k in CALIBRATION_METRICS}
-    if n and n_boot > 0:
-        block = max(1, 4_000_000 // n)
-        with threadpool_limits(1, user_api="blas"):
-            for w in bootstrap_weight_blocks(n, n_boot, seed, block):
-                for k, (_, weighted) in CALIBRATION_METRICS.items():
-                    boots[k].append(weighted(w, labels, probs))
-    alpha = (1.0 - ci) / 2.0
-    for k, (point, _) in CALIBRATION_METRICS.items():
+    for j, (k, (point, _)) in enumerate(CALIBRATION_METRICS.items()):
         out[k] = point(labels, probs) if n else float("nan")
-        values = np.concatenate(boots[k]) if boots[k] else np.array([])
-        values = values[np.isfinite(values)]
-        if values.size:
-            lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
-            out[f"{k}_ci_low"], out[f"{k}_ci_high"] = float(lo), float(hi)
-        else:
-            out[f"{k}_ci_low"] = out[f"{k}_ci_high"] = float("nan")
+        out[f"{k}_ci_low"], out[f"{k}_ci_high"] = percentile_interval(boots[:, j], ci)
     return out

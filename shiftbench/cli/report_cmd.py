@@ -16,13 +16,23 @@ from typing import Annotated, Any
 import typer
 
 from shiftbench.cli.app import app
+from shiftbench.cli.options import PluginOption
 from shiftbench.lists import split_list
 
 _RUNS_HELP = "Run directories written by `shiftbench run` (several are concatenated)."
-_PLUGIN_HELP = "Module defining extra shifts (repeatable)."
 
 RunDirs = Annotated[list[Path], typer.Argument(help=_RUNS_HELP, show_default=False)]
-Plugins = Annotated[list[str] | None, typer.Option("--plugin", metavar="MODULE", help=_PLUGIN_HELP)]
+By = Annotated[
+    str, typer.Option("--by", metavar="COLUMN", help="Per-checkpoint column naming the method.")
+]
+Metric = Annotated[
+    str,
+    typer.Option(
+        "--metric",
+        metavar="NAME",
+        help="accuracy, balanced_accuracy, auroc, recall, or (lower is better) ece, brier, nll.",
+    ),
+]
 Shifts = Annotated[
     list[str] | None,
     typer.Option(
@@ -76,26 +86,17 @@ def leaderboard_cmd(
         Path,
         typer.Option("--out", metavar="DIR", help="Output folder for leaderboard.{md,csv,html}."),
     ],
-    by: Annotated[
-        str, typer.Option("--by", metavar="COLUMN", help="Per-checkpoint column naming the method.")
-    ] = "method",
+    by: By = "method",
     baseline: Annotated[
         str | None,
         typer.Option("--baseline", metavar="NAME", help="Method to compare against (e.g. wd)."),
     ] = None,
-    metric: Annotated[
-        str,
-        typer.Option(
-            "--metric",
-            metavar="NAME",
-            help="accuracy, balanced_accuracy, auroc, recall, or (lower is better) ece, brier, nll.",
-        ),
-    ] = "balanced_accuracy",
+    metric: Metric = "balanced_accuracy",
     shifts: Shifts = None,
     n_boot: NBoot = 2000,
     seed: Seed = 0,
     ci: Ci = 0.95,
-    plugin: Plugins = None,
+    plugin: PluginOption = None,
     dataset: Annotated[
         str | None,
         typer.Option(
@@ -135,14 +136,7 @@ def plot_cmd(
             "--out", metavar="FILE", help="Figure path (.png or .pdf; both and a .csv are written)."
         ),
     ],
-    metric: Annotated[
-        str,
-        typer.Option(
-            "--metric",
-            metavar="NAME",
-            help="accuracy, balanced_accuracy, auroc, recall, or (lower is better) ece, brier, nll.",
-        ),
-    ] = "accuracy",
+    metric: Metric = "accuracy",
     hue: Annotated[
         str,
         typer.Option("--hue", metavar="COLUMN", help="Per-checkpoint column: one line per value."),
@@ -157,7 +151,7 @@ def plot_cmd(
     n_boot: NBoot = 2000,
     seed: Seed = 0,
     ci: Ci = 0.95,
-    plugin: Plugins = None,
+    plugin: PluginOption = None,
     dataset: Dataset = None,
     x: Annotated[
         str,
@@ -199,9 +193,7 @@ def roc_cmd(
         typer.Option("--magnitude", metavar="X", help="A magnitude of the sweep, or 'strongest'."),
     ],
     out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Figure path (.png or .pdf).")],
-    by: Annotated[
-        str, typer.Option("--by", metavar="COLUMN", help="Per-checkpoint column naming the method.")
-    ] = "method",
+    by: By = "method",
     baseline: Annotated[
         str | None,
         typer.Option("--baseline", metavar="NAME", help="Reference method for DeLong's test."),
@@ -209,7 +201,7 @@ def roc_cmd(
     n_boot: NBoot = 2000,
     seed: Seed = 0,
     ci: Ci = 0.95,
-    plugin: Plugins = None,
+    plugin: PluginOption = None,
     dataset: Dataset = None,
 ) -> None:
     """ROC of seed ensembles per method, bootstrap AUROC CIs and DeLong's test."""

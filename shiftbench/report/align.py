@@ -81,31 +81,10 @@ def align(study: Study, by: str, shifts: Sequence[str] | None, option: str = "--
     if key in study._aligned:
         return study._aligned[key]
     study.check_column(by, option)
-    grid = study.grid
-    available = list(pd.unique(grid["shift"]))
-    if shifts:
-        unknown = [s for s in shifts if s not in available]
-        if unknown:
-            raise UserInputError(
-                f"shift(s) {', '.join(unknown)} not in the runs; available: {', '.join(available)}"
-            )
-        grid = grid[grid["shift"].isin(list(shifts))]
-        shift_list = list(shifts)
-    else:
-        shift_list = sorted(available)
-
+    grid, shift_list = _select_shifts(study.grid, shifts)
     per_ck = study.checkpoints[study.checkpoints["checkpoint"].isin(set(grid["checkpoint"]))]
     per_ck = per_ck.set_index("checkpoint", drop=False)
-    rank = {v: i for i, v in enumerate(_group_order(per_ck[by]))}
-    norm = _normalization(study, per_ck, by)
-    checkpoints = sorted(
-        per_ck.index, key=lambda ck: (rank[per_ck.at[ck, by]], norm[ck] != "none", norm[ck], ck)
-    )
-    groups = [group_label(per_ck.at[ck, by], norm[ck]) for ck in checkpoints]
-    seeds: dict[str, list[str]] = {}
-    for ck, g in zip(checkpoints, groups, strict=True):
-        seed_val = per_ck.at[ck, "seed"] if "seed" in per_ck.columns else ck
-        seeds.setdefault(g, []).append(str(seed_val))
+    checkpoints, groups, seeds = _grouped(study, per_ck, by)
     runs_of = per_ck["run"].to_dict()
     magnitudes = _common_sweep(grid, shift_list, checkpoints, runs_of)
     cells = _cells(grid, checkpoints, runs_of, study.num_classes)
@@ -128,6 +107,46 @@ def align(study: Study, by: str, shifts: Sequence[str] | None, option: str = "--
     )
     study._aligned[key] = aligned
     return aligned
+
+
+def _select_shifts(
+    grid: pd.DataFrame, shifts: Sequence[str] | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """The grid rows of the chosen shifts, and the shifts in order (default: all, sorted).
+
+    Raises:
+        UserInputError: a chosen shift is not in the runs.
+    """
+    available = list(pd.unique(grid["shift"]))
+    if not shifts:
+        return grid, sorted(available)
+    unknown = [s for s in shifts if s not in available]
+    if unknown:
+        raise UserInputError(
+            f"shift(s) {', '.join(unknown)} not in the runs; available: {', '.join(available)}"
+        )
+    return grid[grid["shift"].isin(list(shifts))], list(shifts)
+
+
+def _grouped(
+    study: Study, per_ck: pd.DataFrame, by: str
+) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """``(checkpoints, their groups, seed values per group)``, checkpoints in group order.
+
+    Groups sort by their ``by`` value, then unnormalised before normalised runs; the seed
+    value of a checkpoint is its ``seed`` column, else its name.
+    """
+    rank = {v: i for i, v in enumerate(_group_order(per_ck[by]))}
+    norm = _normalization(study, per_ck, by)
+    checkpoints = sorted(
+        per_ck.index, key=lambda ck: (rank[per_ck.at[ck, by]], norm[ck] != "none", norm[ck], ck)
+    )
+    groups = [group_label(per_ck.at[ck, by], norm[ck]) for ck in checkpoints]
+    seeds: dict[str, list[str]] = {}
+    for ck, g in zip(checkpoints, groups, strict=True):
+        seed_val = per_ck.at[ck, "seed"] if "seed" in per_ck.columns else ck
+        seeds.setdefault(g, []).append(str(seed_val))
+    return checkpoints, groups, seeds
 
 
 def group_label(value: Any, normalize: str) -> str:

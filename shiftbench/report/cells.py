@@ -39,19 +39,7 @@ def read_cell(study: Study, aligned: Aligned, shift: str, magnitude: float) -> C
         UserInputError: checkpoints with different sample ids, or a sample twice.
         DataError: unreadable file, NaN or infinite probabilities.
     """
-    columns = ["checkpoint", "sample_id", "label", "pred", *study.prob_columns]
-    where = (pads.field("shift") == shift) & (pads.field("magnitude") == magnitude)
-    if study.sample_ids is not None:  # one evaluation set of several
-        where = where & sample_filter(study.sample_ids)
-    ck_index = {ck: i for i, ck in enumerate(aligned.checkpoints)}
-    tables = []
-    for source in study.sources:
-        try:
-            table = source.dataset.to_table(columns=columns, filter=where)
-        except (OSError, pa.ArrowException) as e:
-            raise DataError(f"cannot read the predictions of {source.run}: {e}") from e
-        k = _checkpoint_positions(table["checkpoint"], source.rename, ck_index)
-        tables.append((k, table))
+    tables = _read_tables(study, aligned, shift, magnitude)
     k = np.concatenate([t[0] for t in tables])
     keep = k >= 0
     ids_all = np.concatenate([_column(t, "sample_id", np.int64) for _, t in tables])[keep]
@@ -75,17 +63,39 @@ def read_cell(study: Study, aligned: Aligned, shift: str, magnitude: float) -> C
         raise DataError(
             f"predictions at {shift} {magnitude:g} contain NaN or infinite probabilities"
         )
-    labels = gathered("label", np.int64)[:n]
-    preds = gathered("pred", np.int64).reshape(k_count, n)
     return Cell(
         shift=shift,
         magnitude=magnitude,
         ids=ids[0],
         columns=np.searchsorted(aligned.universe, ids[0]),
-        labels=labels,
-        preds=preds,
+        labels=gathered("label", np.int64)[:n],
+        preds=gathered("pred", np.int64).reshape(k_count, n),
         probs=probs,
     )
+
+
+def _read_tables(
+    study: Study, aligned: Aligned, shift: str, magnitude: float
+) -> list[tuple[np.ndarray, pa.Table]]:
+    """Per run: the cell's rows and each row's checkpoint position in ``aligned`` (−1: none).
+
+    Raises:
+        DataError: unreadable file.
+    """
+    columns = ["checkpoint", "sample_id", "label", "pred", *study.prob_columns]
+    where = (pads.field("shift") == shift) & (pads.field("magnitude") == magnitude)
+    if study.sample_ids is not None:  # one evaluation set of several
+        where = where & sample_filter(study.sample_ids)
+    ck_index = {ck: i for i, ck in enumerate(aligned.checkpoints)}
+    tables = []
+    for source in study.sources:
+        try:
+            table = source.dataset.to_table(columns=columns, filter=where)
+        except (OSError, pa.ArrowException) as e:
+            raise DataError(f"cannot read the predictions of {source.run}: {e}") from e
+        k = _checkpoint_positions(table["checkpoint"], source.rename, ck_index)
+        tables.append((k, table))
+    return tables
 
 
 def sample_filter(ids: np.ndarray) -> pads.Expression:

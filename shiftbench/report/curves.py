@@ -106,6 +106,22 @@ def plot(
             )
         return _plot_ladder(study, paths, metric, hue, shifts, band, boot, seed, ci, title)
     study = study.select(dataset, hint=", or draw the ladder of sets with --x dataset")
+    return _plot_magnitude(study, paths, metric, hue, shifts, band, boot, seed, ci, title)
+
+
+def _plot_magnitude(
+    study: Study,
+    paths: dict[str, Path],
+    metric: str,
+    hue: str,
+    shifts: Sequence[str] | None,
+    band: str,
+    boot: int,
+    seed: int,
+    ci: float,
+    title: str | None,
+) -> PlotResult:
+    """``plot(x="magnitude")`` of a study of one set: compute, render and write the curves."""
     aligned = align(study, hue, shifts, option="--hue")
     notes: list[str] = []
     if band == "sd":
@@ -181,6 +197,16 @@ def compute_curves(
 
     Rows in panel order (shifts as given), then group order, then magnitude.
     """
+    per_ck = _per_checkpoint(aligned, reps, metric)
+    bands = seed_bands(per_ck, metric, by="_hue")
+    rows = [_curve_row(r, aligned, reps, metric, band, ci) for _, r in bands.iterrows()]
+    return _in_panel_order(pd.DataFrame(rows), aligned)
+
+
+def _per_checkpoint(
+    aligned: Aligned, reps: dict[tuple[str, float], np.ndarray], metric: str
+) -> pd.DataFrame:
+    """One row per cell × checkpoint: its group (``_hue``) and its metric on the cell."""
     per_ck = []
     for (shift, mag), values in reps.items():
         for k, ck in enumerate(aligned.checkpoints):
@@ -193,36 +219,46 @@ def compute_curves(
                     metric: values[0, k],
                 }
             )
-    bands = seed_bands(pd.DataFrame(per_ck), metric, by="_hue")
-    rows = []
-    for _, r in bands.iterrows():
-        shift, mag, g = r["shift"], float(r["magnitude"]), r["_hue"]
-        mean, sd = r[f"{metric}_mean"], r[f"{metric}_sd_ddof1"]
-        if band == "sd":
-            lo, hi = mean - sd, mean + sd
-        else:
-            gm = group_mean(reps[(shift, mag)], aligned)[:, aligned.group_names.index(g)]
-            lo, hi, _ = interval(gm[1:], ci)
-        rows.append(
-            {
-                "shift": shift,
-                "units": aligned.units[shift],
-                "magnitude": mag,
-                aligned.by: g,
-                "n_seeds": int(r["n_seeds"]),
-                "n_samples": aligned.cells[(shift, mag)].n,
-                f"{metric}_mean": mean,
-                f"{metric}_sd_ddof1": sd,
-                f"{metric}_se": r[f"{metric}_se"],
-                "band": "sd" if band == "sd" else f"ci{100 * ci:g}_bootstrap_samples",
-                "band_low": lo,
-                "band_high": hi,
-            }
-        )
-    data = pd.DataFrame(rows)
+    return pd.DataFrame(per_ck)
+
+
+def _curve_row(
+    r: pd.Series,
+    aligned: Aligned,
+    reps: dict[tuple[str, float], np.ndarray],
+    metric: str,
+    band: str,
+    ci: float,
+) -> dict[str, Any]:
+    """One plotted point (``r``: a row of :func:`seed_bands`) with its band."""
+    shift, mag, g = r["shift"], float(r["magnitude"]), r["_hue"]
+    mean, sd = r[f"{metric}_mean"], r[f"{metric}_sd_ddof1"]
+    if band == "sd":
+        lo, hi = mean - sd, mean + sd
+    else:
+        gm = group_mean(reps[(shift, mag)], aligned)[:, aligned.group_names.index(g)]
+        lo, hi, _ = interval(gm[1:], ci)
+    return {
+        "shift": shift,
+        "units": aligned.units[shift],
+        "magnitude": mag,
+        aligned.by: g,
+        "n_seeds": int(r["n_seeds"]),
+        "n_samples": aligned.cells[(shift, mag)].n,
+        f"{metric}_mean": mean,
+        f"{metric}_sd_ddof1": sd,
+        f"{metric}_se": r[f"{metric}_se"],
+        "band": "sd" if band == "sd" else f"ci{100 * ci:g}_bootstrap_samples",
+        "band_low": lo,
+        "band_high": hi,
+    }
+
+
+def _in_panel_order(data: pd.DataFrame, aligned: Aligned) -> pd.DataFrame:
+    """Rows sorted by shift (as given), group (as aligned), then magnitude."""
     order = {s: i for i, s in enumerate(aligned.shifts)}
     gorder = {g: i for i, g in enumerate(aligned.group_names)}
-    data = data.sort_values(
+    return data.sort_values(
         ["shift", aligned.by, "magnitude"],
         key=lambda c: (
             c.map(order) if c.name == "shift" else (c.map(gorder) if c.name == aligned.by else c)
@@ -230,12 +266,10 @@ def compute_curves(
         ignore_index=True,
     )
 
-    return data
-
 
 def _draw_curves(data: pd.DataFrame, aligned: Aligned, metric: str, hue: str, title: str) -> Any:
+    """One panel per shift: the mean curve of every group with its band; shared legend."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     shifts = aligned.shifts
     n = len(shifts)
@@ -244,46 +278,65 @@ def _draw_curves(data: pd.DataFrame, aligned: Aligned, metric: str, hue: str, ti
     fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.9), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     colors = palette(len(aligned.group_names))
-    scale = 100.0 if is_percent(metric) else 1.0
     for i, shift in enumerate(shifts):
         ax = axes[i // ncols][i % ncols]
-        d = data[data["shift"] == shift]
-        for j, g in enumerate(aligned.group_names):
-            dg = d[d[hue] == g].sort_values("magnitude")
-            x = dg["magnitude"].to_numpy()
-            y = dg[f"{metric}_mean"].to_numpy() * scale
-            lo = dg["band_low"].to_numpy() * scale
-            hi = dg["band_high"].to_numpy() * scale
-            label = f"{g} ({aligned.n_seeds(g)} seed{'s' if aligned.n_seeds(g) != 1 else ''})"
-            ax.plot(
-                x,
-                y,
-                color=colors[j],
-                marker=MARKERS[j % len(MARKERS)],
-                linestyle=LINESTYLES[j % len(LINESTYLES)],
-                markersize=4,
-                linewidth=1.6,
-                label=label if i == 0 else None,
-            )
-            if np.isfinite(lo).any():
-                ax.fill_between(x, lo, hi, color=colors[j], alpha=0.2, linewidth=0)
-        mags = aligned.magnitudes[shift]
-        if len(mags) <= 12:
-            ax.set_xticks(mags)
-            ax.set_xticklabels([f"{m:g}" for m in mags], fontsize=8)
-        elif all(float(m).is_integer() for m in mags):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(shift, fontsize=11)
-        ax.set_xlabel(aligned.units[shift])
-        if i % ncols == 0:
-            ax.set_ylabel(METRIC_TITLES[metric] + (" (%)" if is_percent(metric) else ""))
-        ax.grid(True, color="#dddddd", linewidth=0.6)
-        ax.set_axisbelow(True)
+        _draw_panel(ax, data[data["shift"] == shift], aligned, metric, hue, colors, i == 0)
+        _style_panel(ax, aligned, shift, metric, i % ncols == 0)
     for i in range(n, nrows * ncols):
         axes[i // ncols][i % ncols].set_visible(False)
     fig.legend(loc="outside lower center", ncols=min(len(aligned.group_names), 5), frameon=False)
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+def _draw_panel(
+    ax: Any,
+    d: pd.DataFrame,
+    aligned: Aligned,
+    metric: str,
+    hue: str,
+    colors: list[Any],
+    labelled: bool,
+) -> None:
+    """The curves of one shift (``d``: its rows of the plotted data); legend labels if asked."""
+    scale = 100.0 if is_percent(metric) else 1.0
+    for j, g in enumerate(aligned.group_names):
+        dg = d[d[hue] == g].sort_values("magnitude")
+        x = dg["magnitude"].to_numpy()
+        y = dg[f"{metric}_mean"].to_numpy() * scale
+        lo = dg["band_low"].to_numpy() * scale
+        hi = dg["band_high"].to_numpy() * scale
+        label = f"{g} ({aligned.n_seeds(g)} seed{'s' if aligned.n_seeds(g) != 1 else ''})"
+        ax.plot(
+            x,
+            y,
+            color=colors[j],
+            marker=MARKERS[j % len(MARKERS)],
+            linestyle=LINESTYLES[j % len(LINESTYLES)],
+            markersize=4,
+            linewidth=1.6,
+            label=label if labelled else None,
+        )
+        if np.isfinite(lo).any():
+            ax.fill_between(x, lo, hi, color=colors[j], alpha=0.2, linewidth=0)
+
+
+def _style_panel(ax: Any, aligned: Aligned, shift: str, metric: str, left: bool) -> None:
+    """Ticks at the magnitudes, title, axis labels (y only on the ``left`` column), grid."""
+    from matplotlib.ticker import MaxNLocator
+
+    mags = aligned.magnitudes[shift]
+    if len(mags) <= 12:
+        ax.set_xticks(mags)
+        ax.set_xticklabels([f"{m:g}" for m in mags], fontsize=8)
+    elif all(float(m).is_integer() for m in mags):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(shift, fontsize=11)
+    ax.set_xlabel(aligned.units[shift])
+    if left:
+        ax.set_ylabel(METRIC_TITLES[metric] + (" (%)" if is_percent(metric) else ""))
+    ax.grid(True, color="#dddddd", linewidth=0.6)
+    ax.set_axisbelow(True)
 
 
 # =================================================================================================

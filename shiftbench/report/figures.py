@@ -153,21 +153,7 @@ def figures(spec: str | Path, *, root: str | Path | None = None) -> FiguresResul
     out_dir = base / str(cfg["out"])
     keys = ("by", "baseline", "n_boot", "seed", "ci", "dataset")
     defaults = {k: cfg[k] for k in keys if k in cfg}
-    plugins = list(cfg.get("plugins", []))
     studies: dict[tuple[str, ...], Study] = {}
-
-    def study_for(item: dict[str, Any]) -> tuple[Study, list[str]]:
-        runs = item.get("runs", cfg.get("runs"))
-        if not runs:
-            raise _spec_error(spec, f"{item['name']!r}: no 'runs' (top level or in the entry)")
-        runs = [runs] if isinstance(runs, str) else list(runs)
-        key = tuple(runs)
-        if key not in studies:  # a study is an index (no predictions): cheap to keep
-            study = load_runs([base / r for r in runs], plugins=plugins)
-            study.run_dirs = list(runs)  # as written in the spec: stable across machines
-            studies[key] = study
-        return studies[key], runs
-
     outputs: dict[str, dict[str, Path]] = {}
     notes: list[str] = []
     index = [
@@ -182,20 +168,12 @@ def figures(spec: str | Path, *, root: str | Path | None = None) -> FiguresResul
         if kind == "plot" and item.get("x") == "dataset" and "dataset" not in item:
             opts.pop("dataset", None)  # the ladder draws every set, whatever the default
         try:
-            study, runs = study_for(item)
-            _check_dataset(kind, study, opts)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ReportWarning)
-                outputs[name] = _make(kind, study, out_dir, name, opts)
-            notes += [
-                f"{name}: {w.message}" for w in caught if issubclass(w.category, ReportWarning)
-            ]
+            study, runs = _study_for(spec, cfg, base, studies, item)
+            outputs[name], caught = _make_entry(kind, study, out_dir, name, opts)
+            notes += [f"{name}: {message}" for message in caught]
         except UserInputError as e:
             raise _spec_error(spec, f"[[{kind}]] {name!r}: {e}") from e
-        index += [f"## {name} ({kind})", "", f"runs: {', '.join(runs)}", ""]
-        for fkind, p in outputs[name].items():
-            index.append(f"- {fkind}: [{p.relative_to(out_dir)}]({p.relative_to(out_dir)})")
-        index.append("")
+        index += _index_entry(out_dir, name, kind, runs, outputs[name])
     for n in notes:
         warnings.warn(n, ReportWarning, stacklevel=2)
     if notes:
@@ -203,6 +181,48 @@ def figures(spec: str | Path, *, root: str | Path | None = None) -> FiguresResul
     index_path = out_dir / "index.md"
     write_text(index_path, "\n".join(index))
     return FiguresResult(outputs, index_path, notes)
+
+
+def _study_for(
+    spec: Path,
+    cfg: dict[str, Any],
+    base: Path,
+    studies: dict[tuple[str, ...], Study],
+    item: dict[str, Any],
+) -> tuple[Study, list[str]]:
+    """The study of an entry's runs (the entry's, else the top level's), loaded once per runs."""
+    runs = item.get("runs", cfg.get("runs"))
+    if not runs:
+        raise _spec_error(spec, f"{item['name']!r}: no 'runs' (top level or in the entry)")
+    runs = [runs] if isinstance(runs, str) else list(runs)
+    key = tuple(runs)
+    if key not in studies:  # a study is an index (no predictions): cheap to keep
+        study = load_runs([base / r for r in runs], plugins=list(cfg.get("plugins", [])))
+        study.run_dirs = list(runs)  # as written in the spec: stable across machines
+        studies[key] = study
+    return studies[key], runs
+
+
+def _make_entry(
+    kind: str, study: Study, out_dir: Path, name: str, opts: dict[str, Any]
+) -> tuple[dict[str, Path], list[Warning]]:
+    """Write one entry's outputs: ``(paths, the report warnings it raised)``."""
+    _check_dataset(kind, study, opts)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReportWarning)
+        paths = _make(kind, study, out_dir, name, opts)
+    return paths, [w.message for w in caught if issubclass(w.category, ReportWarning)]
+
+
+def _index_entry(
+    out_dir: Path, name: str, kind: str, runs: list[str], paths: dict[str, Path]
+) -> list[str]:
+    """The lines of ``index.md`` for one entry: heading, runs and links to its outputs."""
+    lines = [f"## {name} ({kind})", "", f"runs: {', '.join(runs)}", ""]
+    for fkind, p in paths.items():
+        lines.append(f"- {fkind}: [{p.relative_to(out_dir)}]({p.relative_to(out_dir)})")
+    lines.append("")
+    return lines
 
 
 def _check_dataset(kind: str, study: Study, opts: dict[str, Any]) -> None:

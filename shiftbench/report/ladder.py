@@ -159,6 +159,14 @@ def render_ladder(data: pd.DataFrame, metric: str, hue: str, title: str) -> Any:
         )
         if np.isfinite(lo).any():
             ax.fill_between(x, lo, hi, color=colors[j], alpha=0.2, linewidth=0)
+    _style_ladder_axes(ax, sets, metric)
+    fig.legend(loc="outside lower center", ncols=min(len(groups), 5), frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _style_ladder_axes(ax: Any, sets: list[str], metric: str) -> None:
+    """One x tick per set (given order), the y label with the metric's direction, grid."""
     ax.set_xticks(range(len(sets)))
     ax.set_xticklabels(sets, fontsize=9)
     ax.set_xlim(-0.3, len(sets) - 0.7)
@@ -168,6 +176,3 @@ def render_ladder(data: pd.DataFrame, metric: str, hue: str, title: str) -> Any:
     ax.set_ylabel(f"clean {METRIC_TITLES[metric]}{unit}, {direction}")
     ax.grid(True, color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)
-    fig.legend(loc="outside lower center", ncols=min(len(groups), 5), frameon=False)
-    fig.suptitle(title, fontsize=11)
-    return fig

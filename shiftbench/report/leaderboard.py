@@ -136,6 +136,14 @@ def leaderboard(
         table, differences, notes, markdown, page = _several_sets(
             names, sections, metric, baseline, title
         )
+    paths = _write_leaderboard(out, table, differences, markdown, page)
+    return LeaderboardResult(table, differences, markdown, paths, notes)
+
+
+def _write_leaderboard(
+    out: Path, table: pd.DataFrame, differences: pd.DataFrame | None, markdown: str, page: str
+) -> dict[str, Path]:
+    """Write ``leaderboard.{csv,md,html}`` (and ``differences.csv``) to ``out``; their paths."""
     paths = {
         "md": out / "leaderboard.md",
         "csv": out / "leaderboard.csv",
@@ -147,7 +155,7 @@ def leaderboard(
     if differences is not None:
         paths["differences"] = out / "differences.csv"
         write_csv(paths["differences"], differences)
-    return LeaderboardResult(table, differences, markdown, paths, notes)
+    return paths
 
 
 @dataclass
@@ -426,8 +434,9 @@ def render_leaderboard(
 def _leaderboard_rows(
     table: pd.DataFrame, aligned: Aligned, metric: str, baseline: str | None, by: str
 ) -> tuple[list[str], list[list[str]]]:
-    header = ["rank", by, "seeds"]
+    """``(header, rows)`` of the rendered table: one row of formatted cells per method."""
     has_clean = "clean_mean" in table
+    header = ["rank", by, "seeds"]
     if has_clean:
         header.append("clean")
         if baseline is not None:
@@ -437,50 +446,46 @@ def _leaderboard_rows(
         if baseline is not None:
             header += [f"{s}: CE vs {baseline}", f"{s}: Δ sweep mean vs {baseline}"]
     header.append("overall")
-    rows = []
-    for _, r in table.iterrows():
-        is_base = baseline is not None and r[by] == baseline
-        row = [str(r["rank"]), str(r[by]), str(r["n_seeds"])]
-        if has_clean:
-            row.append(fmt_mean_sd(r["clean_mean"], r["clean_sd_ddof1"], metric))
-            if baseline is not None:
-                row.append(
-                    "(baseline)"
-                    if is_base
-                    else fmt_diff(
-                        r["clean_diff"],
-                        r["clean_diff_ci_low"],
-                        r["clean_diff_ci_high"],
-                        r["clean_diff_p"],
-                        metric,
-                    )
-                )
-        for s in aligned.shifts:
-            row.append(
-                fmt_mean_sd(r[f"{s}.sweep_mean_mean"], r[f"{s}.sweep_mean_sd_ddof1"], metric)
-            )
-            row.append(fmt_mean_sd(r[f"{s}.worst_mean"], r[f"{s}.worst_sd_ddof1"], metric))
-            if baseline is not None:
-                ce, ce_sd = r[f"{s}.ce_mean"], r[f"{s}.ce_sd_ddof1"]
-                row.append(
-                    f"{ce:.2f} ± {ce_sd:.2f}"
-                    if math.isfinite(ce_sd)
-                    else (f"{ce:.2f} ± n/a" if math.isfinite(ce) else "n/a")
-                )
-                row.append(
-                    "(baseline)"
-                    if is_base
-                    else fmt_diff(
-                        r[f"{s}.sweep_mean_diff"],
-                        r[f"{s}.sweep_mean_diff_ci_low"],
-                        r[f"{s}.sweep_mean_diff_ci_high"],
-                        r[f"{s}.sweep_mean_diff_p"],
-                        metric,
-                    )
-                )
-        row.append(fmt_value(r["overall_sweep_mean"], metric))
-        rows.append(row)
+    rows = [
+        _leaderboard_row(r, aligned, metric, baseline, by, has_clean) for _, r in table.iterrows()
+    ]
     return header, rows
+
+
+def _leaderboard_row(
+    r: pd.Series, aligned: Aligned, metric: str, baseline: str | None, by: str, has_clean: bool
+) -> list[str]:
+    """The formatted cells of one method's row (``r``: a row of the computed table)."""
+    is_base = baseline is not None and r[by] == baseline
+    row = [str(r["rank"]), str(r[by]), str(r["n_seeds"])]
+    if has_clean:
+        row.append(fmt_mean_sd(r["clean_mean"], r["clean_sd_ddof1"], metric))
+        if baseline is not None:
+            row.append("(baseline)" if is_base else _fmt_row_diff(r, "clean", metric))
+    for s in aligned.shifts:
+        row.append(fmt_mean_sd(r[f"{s}.sweep_mean_mean"], r[f"{s}.sweep_mean_sd_ddof1"], metric))
+        row.append(fmt_mean_sd(r[f"{s}.worst_mean"], r[f"{s}.worst_sd_ddof1"], metric))
+        if baseline is not None:
+            ce, ce_sd = r[f"{s}.ce_mean"], r[f"{s}.ce_sd_ddof1"]
+            row.append(
+                f"{ce:.2f} ± {ce_sd:.2f}"
+                if math.isfinite(ce_sd)
+                else (f"{ce:.2f} ± n/a" if math.isfinite(ce) else "n/a")
+            )
+            row.append("(baseline)" if is_base else _fmt_row_diff(r, f"{s}.sweep_mean", metric))
+    row.append(fmt_value(r["overall_sweep_mean"], metric))
+    return row
+
+
+def _fmt_row_diff(r: pd.Series, name: str, metric: str) -> str:
+    """The difference ``<name>_diff`` with its CI and p-value, formatted."""
+    return fmt_diff(
+        r[f"{name}_diff"],
+        r[f"{name}_diff_ci_low"],
+        r[f"{name}_diff_ci_high"],
+        r[f"{name}_diff_p"],
+        metric,
+    )
 
 
 def _leaderboard_notes(
@@ -494,12 +499,25 @@ def _leaderboard_notes(
     n_samples: dict[str, set[int]],
     clean_shift: str | None,
 ) -> list[str]:
+    """The footnotes: definitions, the comparison to the baseline, the data, the sort order."""
+    notes = _definition_notes(metric, clean_shift)
+    if baseline is not None:
+        notes += _baseline_notes(aligned.by, metric, baseline, n_boot, seed, ci)
+    notes += _data_notes(study, aligned, n_samples)
+    notes.append(
+        "Sorted by overall = mean over shifts of the seed-mean sweep mean (best first: "
+        f"{'highest' if higher_is_better(metric) else 'lowest'} first), then by clean score."
+    )
+    return notes
+
+
+def _definition_notes(metric: str, clean_shift: str | None) -> list[str]:
+    """What the metric, the entries, clean, worst and the sweep mean are."""
     name = METRIC_TITLES[metric]
     unit = "in % (points)" if is_percent(metric) else "as a number"
     up = higher_is_better(metric)
     direction = "higher is better" if up else "lower is better (a calibration error)"
     source = "predictions" if up else "class probabilities"
-    pct = f"{100 * ci:g} %"
     notes = [
         f"Metric: {name} ({metric}), {unit}, {direction}, computed from the stored {source}. "
         "Every entry 'a ± b' is the mean ± SD (ddof = 1) over seeds (checkpoints) of a method; "
@@ -521,32 +539,41 @@ def _leaderboard_notes(
         "sweep mean = normalised area under the metric-magnitude curve: trapezoid rule over the "
         f"sorted magnitudes divided by the magnitude range. {worst_txt}"
     )
-    if baseline is not None:
-        summed = "(1 − metric)" if up else f"the {name} itself (already an error)"
-        notes.append(
-            f"CE = corruption error relative to the baseline {aligned.by} {baseline!r}: "
-            f"Σ over non-identity magnitudes of {summed} of a seed ÷ the same sum for the "
-            f"baseline's seed-mean metric; < 1 is better than {baseline!r}, the baseline's "
-            "mean is 1."
-        )
-        sign = "> 0" if up else "< 0"
-        notes.append(
-            f"Δ = method − {baseline!r} (same sign convention for every metric); "
-            f"Δ {sign} means better than {baseline!r} for {metric}."
-        )
-        notes.append(
-            f"Δ = difference of the seed-averaged score to {baseline!r} with a {pct} "
-            f"percentile CI and a two-sided p-value from a paired bootstrap over test samples "
-            f"(sample ids resampled jointly for all methods, seeds and magnitudes; "
-            f"B = {n_boot} resamples, seed {seed}); p = min(1, 2·min tail fraction beyond 0), "
-            f"smallest possible {2 / (n_boot + 1):.2g}. Between-seed variation is in the SDs, "
-            "not in these intervals."
-        )
+    return notes
+
+
+def _baseline_notes(
+    by: str, metric: str, baseline: str, n_boot: int, seed: int, ci: float
+) -> list[str]:
+    """What CE and Δ are, and how the bootstrap of Δ is done."""
+    name = METRIC_TITLES[metric]
+    up = higher_is_better(metric)
+    pct = f"{100 * ci:g} %"
+    summed = "(1 − metric)" if up else f"the {name} itself (already an error)"
+    sign = "> 0" if up else "< 0"
+    return [
+        f"CE = corruption error relative to the baseline {by} {baseline!r}: "
+        f"Σ over non-identity magnitudes of {summed} of a seed ÷ the same sum for the "
+        f"baseline's seed-mean metric; < 1 is better than {baseline!r}, the baseline's "
+        "mean is 1.",
+        f"Δ = method − {baseline!r} (same sign convention for every metric); "
+        f"Δ {sign} means better than {baseline!r} for {metric}.",
+        f"Δ = difference of the seed-averaged score to {baseline!r} with a {pct} "
+        f"percentile CI and a two-sided p-value from a paired bootstrap over test samples "
+        f"(sample ids resampled jointly for all methods, seeds and magnitudes; "
+        f"B = {n_boot} resamples, seed {seed}); p = min(1, 2·min tail fraction beyond 0), "
+        f"smallest possible {2 / (n_boot + 1):.2g}. Between-seed variation is in the SDs, "
+        "not in these intervals.",
+    ]
+
+
+def _data_notes(study: Study, aligned: Aligned, n_samples: dict[str, set[int]]) -> list[str]:
+    """Seeds per method, test samples per cell, each shift's sweep, and the runs."""
     seeds = "; ".join(
         f"{g}: {aligned.n_seeds(g)} ({', '.join(aligned.seeds[g])})" for g in aligned.group_names
     )
     seed_word = "seed" if "seed" in study.columns else "checkpoint"
-    notes.append(f"Seeds per {aligned.by} ({seed_word} values): {seeds}.")
+    notes = [f"Seeds per {aligned.by} ({seed_word} values): {seeds}."]
     counts = _class_counts(aligned, study.class_names)
     sizes = sorted({n for v in n_samples.values() for n in v})
     notes.append(
@@ -561,10 +588,6 @@ def _leaderboard_notes(
             f"identity {ident_txt}, {aligned.identity_source[s]}."
         )
     notes.append(f"Runs: {', '.join(study.run_dirs)}.")
-    notes.append(
-        "Sorted by overall = mean over shifts of the seed-mean sweep mean (best first: "
-        f"{'highest' if up else 'lowest'} first), then by clean score."
-    )
     return notes
 
 

@@ -120,6 +120,35 @@ def roc(
     paths["summary"] = paths["csv"].with_name(paths["csv"].stem + "_auroc.csv")
     study = runs if isinstance(runs, Study) else load_runs(runs, plugins=plugins)
     study = study.select(dataset)
+    aligned, mag, cell = _roc_cell(study, shift, magnitude, by, baseline, n_boot, ci)
+    notes: list[str] = []
+    if study.num_classes > 2:
+        summary, curves, notes = compute_multiclass_roc(
+            cell, aligned, mag, study.class_names, n_boot, seed, ci
+        )
+        if title is None:
+            title = _multiclass_title(study, aligned, shift, mag, cell, n_boot, ci)
+        fig = draw_multiclass_roc(summary, curves, aligned, title)
+    else:
+        ref = baseline if baseline is not None else aligned.group_names[0]
+        summary, curves = compute_roc(cell, aligned, mag, ref, n_boot, seed, ci)
+        if title is None:
+            title = _binary_title(study, aligned, shift, mag, cell, n_boot, ci, ref)
+        fig = _draw_roc(summary, curves, aligned, ref, study.class_names[1], title)
+    _write_roc(paths, fig, summary, curves)
+    return RocResult(summary, curves, paths, notes)
+
+
+def _roc_cell(
+    study: Study,
+    shift: str,
+    magnitude: float | str,
+    by: str,
+    baseline: str | None,
+    n_boot: int,
+    ci: float,
+) -> tuple[Aligned, float, Cell]:
+    """Check the options against ``study`` and read the cell: ``(aligned, magnitude, cell)``."""
     check_common("auroc", n_boot, ci, study.num_classes)
     if n_boot < 1:
         raise UserInputError("roc needs n_boot ≥ 1 for the AUROC interval")
@@ -129,38 +158,47 @@ def roc(
     cell = read_cell(study, aligned, shift, mag)
     if len(np.unique(cell.labels)) < 2:
         raise UserInputError(f"{shift} {mag:g}: the test set has one class only; AUROC undefined")
-    notes: list[str] = []
-    ref = baseline if baseline is not None else aligned.group_names[0]
-    if study.num_classes > 2:
-        summary, curves, notes = compute_multiclass_roc(
-            cell, aligned, mag, study.class_names, n_boot, seed, ci
-        )
-        if title is None:
-            title = (
-                f"One-vs-rest ROC of seed ensembles: {_set_text(study)}{shift}, "
-                f"{aligned.units[shift]} = {mag:g}, "
-                f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
-                "macro = mean over classes; DeLong: binary only, not computed"
-            )
-        fig = draw_multiclass_roc(summary, curves, aligned, title)
-        write_csv(paths["csv"], curves)
-        write_csv(paths["summary"], summary)
-        save_figure(fig, paths["png"])
-        save_figure(fig, paths["pdf"])
-        return RocResult(summary, curves, paths, notes)
-    summary, curves = compute_roc(cell, aligned, mag, ref, n_boot, seed, ci)
-    if title is None:
-        title = (
-            f"ROC of seed ensembles: {_set_text(study)}{shift}, {aligned.units[shift]} = {mag:g}, "
-            f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
-            f"DeLong two-sided vs {ref}"
-        )
-    fig = _draw_roc(summary, curves, aligned, ref, study.class_names[1], title)
+    return aligned, mag, cell
+
+
+def _multiclass_title(
+    study: Study, aligned: Aligned, shift: str, mag: float, cell: Cell, n_boot: int, ci: float
+) -> str:
+    """The default title with more than two classes (no DeLong test)."""
+    return (
+        f"One-vs-rest ROC of seed ensembles: {_set_text(study)}{shift}, "
+        f"{aligned.units[shift]} = {mag:g}, "
+        f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
+        "macro = mean over classes; DeLong: binary only, not computed"
+    )
+
+
+def _binary_title(
+    study: Study,
+    aligned: Aligned,
+    shift: str,
+    mag: float,
+    cell: Cell,
+    n_boot: int,
+    ci: float,
+    ref: str,
+) -> str:
+    """The default title of a binary ROC figure (DeLong against ``ref``)."""
+    return (
+        f"ROC of seed ensembles: {_set_text(study)}{shift}, {aligned.units[shift]} = {mag:g}, "
+        f"n = {cell.ids.size}\nAUROC {100 * ci:g} % bootstrap CI (B = {n_boot}); "
+        f"DeLong two-sided vs {ref}"
+    )
+
+
+def _write_roc(
+    paths: dict[str, Path], fig: Any, summary: pd.DataFrame, curves: pd.DataFrame
+) -> None:
+    """Write the ROC points, the AUROC summary and the figure (png, pdf)."""
     write_csv(paths["csv"], curves)
     write_csv(paths["summary"], summary)
     save_figure(fig, paths["png"])
     save_figure(fig, paths["pdf"])
-    return RocResult(summary, curves, paths, notes)
 
 
 def compute_roc(
@@ -169,47 +207,11 @@ def compute_roc(
     """``(summary, curves)``: per method the ensemble's AUROC, CI and DeLong test; ROC points."""
     from sklearn.metrics import roc_curve
 
-    from shiftbench.stats import bootstrap_ci, metric_values
-
     ens = {g: ensemble_probs(cell.probs[aligned.members(g)])[:, 1] for g in aligned.group_names}
     summary_rows, curve_rows = [], []
     for g in aligned.group_names:
-        scores = ens[g]
-        two = np.stack([1.0 - scores, scores], axis=1)
-        res = bootstrap_ci(
-            lambda w, y, p, pr: metric_values("auroc", w, y, p, pr),
-            cell.labels,
-            two.argmax(axis=1),
-            two,
-            n_boot=n_boot,
-            ci=ci,
-            seed=seed,
-        )
-        row: dict[str, Any] = {
-            aligned.by: g,
-            "shift": cell.shift,
-            "units": aligned.units[cell.shift],
-            "magnitude": mag,
-            "n_seeds": aligned.n_seeds(g),
-            "n_samples": cell.ids.size,
-            "auroc": res.estimate,
-            "auroc_ci_low": res.ci_low,
-            "auroc_ci_high": res.ci_high,
-            "baseline": ref,
-        }
-        if g != ref:
-            dl = delong_test(cell.labels, scores, ens[ref])
-            row.update(
-                {
-                    "delong_diff": dl.difference,
-                    "delong_ci_low": dl.ci_low,
-                    "delong_ci_high": dl.ci_high,
-                    "delong_z": dl.z,
-                    "delong_p": dl.p_value,
-                }
-            )
-        summary_rows.append(row)
-        fpr, tpr, thr = roc_curve(cell.labels, scores, pos_label=1)
+        summary_rows.append(_summary_row(cell, aligned, mag, ref, g, ens, n_boot, seed, ci))
+        fpr, tpr, thr = roc_curve(cell.labels, ens[g], pos_label=1)
         for f, t, th in zip(fpr, tpr, thr, strict=True):
             curve_rows.append({aligned.by: g, "fpr": f, "tpr": t, "threshold": th})
     summary = pd.DataFrame(summary_rows)
@@ -219,6 +221,60 @@ def compute_roc(
     curves = pd.DataFrame(curve_rows)
 
     return summary, curves
+
+
+def _summary_row(
+    cell: Cell,
+    aligned: Aligned,
+    mag: float,
+    ref: str,
+    g: str,
+    ens: dict[str, np.ndarray],
+    n_boot: int,
+    seed: int,
+    ci: float,
+) -> dict[str, Any]:
+    """Method ``g``: its ensemble's AUROC with bootstrap CI, and DeLong's test against ``ref``.
+
+    ``ens``: the positive-class probability of every method's seed ensemble.
+    """
+    from shiftbench.stats import bootstrap_ci, metric_values
+
+    scores = ens[g]
+    two = np.stack([1.0 - scores, scores], axis=1)
+    res = bootstrap_ci(
+        lambda w, y, p, pr: metric_values("auroc", w, y, p, pr),
+        cell.labels,
+        two.argmax(axis=1),
+        two,
+        n_boot=n_boot,
+        ci=ci,
+        seed=seed,
+    )
+    row: dict[str, Any] = {
+        aligned.by: g,
+        "shift": cell.shift,
+        "units": aligned.units[cell.shift],
+        "magnitude": mag,
+        "n_seeds": aligned.n_seeds(g),
+        "n_samples": cell.ids.size,
+        "auroc": res.estimate,
+        "auroc_ci_low": res.ci_low,
+        "auroc_ci_high": res.ci_high,
+        "baseline": ref,
+    }
+    if g != ref:
+        dl = delong_test(cell.labels, scores, ens[ref])
+        row.update(
+            {
+                "delong_diff": dl.difference,
+                "delong_ci_low": dl.ci_low,
+                "delong_ci_high": dl.ci_high,
+                "delong_z": dl.z,
+                "delong_p": dl.p_value,
+            }
+        )
+    return row
 
 
 def compute_multiclass_roc(
@@ -289,35 +345,40 @@ def draw_multiclass_roc(
         cg = curves[curves[aligned.by] == g]
         for name in [*class_curves, MACRO]:
             pts = cg[cg["curve"] == name]
-            if pts.empty:
-                continue
-            r = sg.loc[name]
-            macro = name == MACRO
-            ax.plot(
-                pts["fpr"],
-                pts["tpr"],
-                color="black" if macro else colors[class_curves.index(name)],
-                linewidth=2.6 if macro else 1.1,
-                alpha=1.0 if macro else 0.8,
-                zorder=3 if macro else 2,
-                label=f"{name}: {r['auroc']:.3f} [{r['auroc_ci_low']:.3f}, "
-                f"{r['auroc_ci_high']:.3f}]",
-            )
-        ax.set_xlim(-0.01, 1.01)
-        ax.set_ylim(-0.01, 1.01)
-        ax.set_aspect("equal")
-        ax.set_xlabel("false positive rate (one-vs-rest)")
-        ax.set_ylabel("true positive rate (one-vs-rest)")
-        ax.grid(True, color="#dddddd", linewidth=0.6)
-        ax.legend(
-            loc="lower right",
-            fontsize=7,
-            frameon=True,
-            title=f"{g} (ensemble of {aligned.n_seeds(g)}): AUROC [CI]",
-            title_fontsize=7.5,
-        )
+            if not pts.empty:
+                _draw_class_curve(ax, pts, sg.loc[name], name, class_curves, colors)
+        _style_multiclass_panel(ax, f"{g} (ensemble of {aligned.n_seeds(g)}): AUROC [CI]")
     fig.suptitle(title, fontsize=9)
     return fig
+
+
+def _draw_class_curve(
+    ax: Any, pts: pd.DataFrame, r: pd.Series, name: str, class_curves: list[str], colors: list[Any]
+) -> None:
+    """One one-vs-rest curve (the macro average thick and black), AUROC [CI] as its label."""
+    from shiftbench.multiclass_roc import MACRO
+
+    macro = name == MACRO
+    ax.plot(
+        pts["fpr"],
+        pts["tpr"],
+        color="black" if macro else colors[class_curves.index(name)],
+        linewidth=2.6 if macro else 1.1,
+        alpha=1.0 if macro else 0.8,
+        zorder=3 if macro else 2,
+        label=f"{name}: {r['auroc']:.3f} [{r['auroc_ci_low']:.3f}, {r['auroc_ci_high']:.3f}]",
+    )
+
+
+def _style_multiclass_panel(ax: Any, legend_title: str) -> None:
+    """Unit square axes, one-vs-rest labels, grid and the legend."""
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate (one-vs-rest)")
+    ax.set_ylabel("true positive rate (one-vs-rest)")
+    ax.grid(True, color="#dddddd", linewidth=0.6)
+    ax.legend(loc="lower right", fontsize=7, frameon=True, title=legend_title, title_fontsize=7.5)
 
 
 def _draw_roc(

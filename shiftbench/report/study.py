@@ -202,6 +202,24 @@ def load_runs(runs: str | Path | Sequence[str | Path], *, plugins: Sequence[str]
     """
     from shiftbench.registry import load_plugins
 
+    runs = _run_list(runs)
+    load_plugins(list(plugins))
+    opened = [_open_source(run) for run in runs]
+    sets = study_sets([source for source, _, _ in opened])
+    _, prob_columns, class_names = opened[0]
+    indexes = []
+    for run, (source, probs, _) in zip(runs, opened, strict=True):
+        if probs != prob_columns:
+            raise UserInputError(
+                f"runs have different classes: {runs[0]} has {', '.join(prob_columns)}, "
+                f"{run} has {', '.join(probs)}"
+            )
+        indexes.append(_index_run(run, source, probs, sets))
+    return _study(runs, indexes, prob_columns, class_names, sets)
+
+
+def _run_list(runs: str | Path | Sequence[str | Path]) -> list[str]:
+    """The run paths as strings, checked: at least one, none given twice."""
     if isinstance(runs, (str, Path)):
         runs = [runs]
     runs = [str(r) for r in runs]
@@ -209,46 +227,53 @@ def load_runs(runs: str | Path | Sequence[str | Path], *, plugins: Sequence[str]
         raise UserInputError("no run directory given")
     if len({Path(r).resolve() for r in runs}) != len(runs):
         raise UserInputError(f"a run directory is given twice: {', '.join(runs)}")
-    load_plugins(list(plugins))
-    sources, ck_tables, grids, samples = [], [], [], []
-    prob_columns: list[str] | None = None
-    class_names: list[str] | None = None
+    return runs
+
+
+@dataclass
+class _RunIndex:
+    """The index of one run: checkpoints, grid and samples (each with a ``run`` column)."""
+
+    source: Source
+    checkpoints: pd.DataFrame
+    grid: pd.DataFrame
+    samples: pd.DataFrame
+    varying: dict[str, str]
+
+
+def _index_run(run: str, source: Source, probs: list[str], sets: StudySets) -> _RunIndex:
+    """Scan one opened run and read its checkpoint table."""
+    grid, ids = _scan(source, sets)
+    if grid.empty:
+        raise UserInputError(f"{_where(source)} has no rows")
+    cks, vary = _checkpoint_table(source, probs)
+    return _RunIndex(source, cks.assign(run=run), grid.assign(run=run), ids.assign(run=run), vary)
+
+
+def _study(
+    runs: list[str],
+    indexes: list[_RunIndex],
+    prob_columns: list[str],
+    class_names: list[str],
+    sets: StudySets,
+) -> Study:
+    """The :class:`Study` of the indexed runs: checkpoint names made unique, tables joined."""
+    sources = [index.source for index in indexes]
+    samples = [index.samples for index in indexes]
     varying: dict[str, str] = {}
-    opened = [_open_source(run) for run in runs]
-    sets = study_sets([source for source, _, _ in opened])
-    for run, (source, probs, names) in zip(runs, opened, strict=True):
-        if prob_columns is None:
-            prob_columns, class_names = probs, names
-        elif probs != prob_columns:
-            raise UserInputError(
-                f"runs have different classes: {runs[0]} has {', '.join(prob_columns)}, "
-                f"{run} has {', '.join(probs)}"
-            )
-        grid, ids = _scan(source, sets)
-        if grid.empty:
-            raise UserInputError(f"{_where(source)} has no rows")
-        cks, vary = _checkpoint_table(source, probs)
-        varying.update(vary)
-        sources.append(source)
-        ck_tables.append(cks.assign(run=run))
-        grids.append(grid.assign(run=run))
-        samples.append(ids.assign(run=run))
-    assert prob_columns is not None and class_names is not None
-    _unique_checkpoints(sources, ck_tables, grids)
-    checkpoints = pd.concat(ck_tables, ignore_index=True)
-    if rundir.NORMALIZE in checkpoints.columns:  # runs written before it had none
-        checkpoints[rundir.NORMALIZE] = checkpoints[rundir.NORMALIZE].fillna("none")
+    for index in indexes:
+        varying.update(index.varying)
+    grids = [index.grid for index in indexes]
+    ck_tables = [index.checkpoints for index in indexes]
+    _unique_checkpoints(sources, ck_tables, grids)  # renames in ck_tables and grids
+    checkpoints, meta = _study_checkpoints(ck_tables, varying)
     grid = pd.concat(grids, ignore_index=True).drop(columns="run")
     samples_all = pd.concat(samples, ignore_index=True)
     _check_labels(samples_all)
     samples_all = samples_all.drop_duplicates(["shift", "sample_id"]).drop(columns="run")
-    meta = [c for c in checkpoints.columns if c not in ("checkpoint", "run")]
-    for column in varying:
-        if column in checkpoints.columns:
-            checkpoints = checkpoints.drop(columns=column)
     columns = [*REQUIRED_COLUMNS[:4], *REQUIRED_COLUMNS[4:], *prob_columns, *meta]
     return Study(
-        checkpoints=checkpoints.reset_index(drop=True),
+        checkpoints=checkpoints,
         class_names=class_names,
         prob_columns=prob_columns,
         run_dirs=runs,
@@ -260,6 +285,24 @@ def load_runs(runs: str | Path | Sequence[str | Path], *, plugins: Sequence[str]
         varying=varying,
         datasets=sets.order(samples),
     )
+
+
+def _study_checkpoints(
+    ck_tables: list[pd.DataFrame], varying: dict[str, str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """The checkpoints of all runs and the meta column names.
+
+    Columns that vary within a checkpoint stay in the meta names (so messages can name them)
+    but are dropped from the table.
+    """
+    checkpoints = pd.concat(ck_tables, ignore_index=True)
+    if rundir.NORMALIZE in checkpoints.columns:  # runs written before it had none
+        checkpoints[rundir.NORMALIZE] = checkpoints[rundir.NORMALIZE].fillna("none")
+    meta = [c for c in checkpoints.columns if c not in ("checkpoint", "run")]
+    for column in varying:
+        if column in checkpoints.columns:
+            checkpoints = checkpoints.drop(columns=column)
+    return checkpoints.reset_index(drop=True), meta
 
 
 def _where(source: Source) -> Path:
@@ -282,8 +325,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _open_source(run: str) -> tuple[Source, list[str], list[str]]:
     """Open one run: its predictions dataset, manifest shifts, prob columns and class names."""
-    import pyarrow.dataset as pads
-
     path = Path(run)
     if path.is_file() and path.suffix == ".parquet":
         pred_path, run_dir = path, path.parent
@@ -294,41 +335,59 @@ def _open_source(run: str) -> tuple[Source, list[str], list[str]]:
     manifest = _read_json(run_dir / rundir.MANIFEST)
     if "format" in manifest:
         manifest = rundir.read_manifest(run_dir)  # refuses formats this version cannot read
+    dataset, fmt = _open_predictions(run, path, pred_path, run_dir, manifest)
+    where = pred_path if fmt == rundir.FORMAT_V1 else run_dir / rundir.PREDICTIONS_DIR
+    probs = _prob_columns([str(n) for n in dataset.schema.names], where)
+    class_names = _class_names(manifest, probs, run_dir)
+    shifts = {
+        str(s["name"]): s for s in manifest.get("shifts", []) if isinstance(s, dict) and "name" in s
+    }
+    return Source(run, run_dir, dataset, fmt, shifts), probs, class_names
+
+
+def _open_predictions(
+    run: str, path: Path, pred_path: Path, run_dir: Path, manifest: dict[str, Any]
+) -> tuple[Any, str]:
+    """``(dataset, format)``: the format-2 predictions folder, else the format-1 file."""
+    import pyarrow.dataset as pads
+
     fmt = str(manifest.get("format", rundir.FORMAT_V1))
     if fmt == rundir.FORMAT_V2 and pred_path.parent == run_dir and path.is_dir():
-        dataset = rundir.open_predictions(run_dir)
-    else:
-        if not pred_path.is_file():
-            raise UserInputError(
-                f"{pred_path} not found; is {run} a run directory written by `shiftbench run`?"
-            )
-        try:
-            dataset = pads.dataset(pred_path, format="parquet")
-        except Exception as e:  # pyarrow raises several types for a broken file
-            raise DataError(f"cannot read {pred_path}: {e}") from e
-        fmt = rundir.FORMAT_V1
-    names = [str(n) for n in dataset.schema.names]
+        return rundir.open_predictions(run_dir), fmt
+    if not pred_path.is_file():
+        raise UserInputError(
+            f"{pred_path} not found; is {run} a run directory written by `shiftbench run`?"
+        )
+    try:
+        dataset = pads.dataset(pred_path, format="parquet")
+    except Exception as e:  # pyarrow raises several types for a broken file
+        raise DataError(f"cannot read {pred_path}: {e}") from e
+    return dataset, rundir.FORMAT_V1
+
+
+def _prob_columns(names: list[str], where: Path) -> list[str]:
+    """The ``prob_<class>`` columns, after checking the required and reserved columns."""
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     probs = [c for c in names if c.startswith(rundir.PROB_PREFIX)]
-    where = pred_path if fmt == rundir.FORMAT_V1 else run_dir / rundir.PREDICTIONS_DIR
     if missing or len(probs) < 2:
         what = ", ".join(missing) if missing else "prob_<class> (at least 2)"
         raise UserInputError(f"{where} lacks column(s) {what}; available: {', '.join(names)}")
     if "run" in names:
         raise UserInputError(f"{where} has a column named 'run', which shiftbench reserves")
-    class_names = [c[len(rundir.PROB_PREFIX) :] for c in probs]
+    return probs
+
+
+def _class_names(manifest: dict[str, Any], probs: list[str], run_dir: Path) -> list[str]:
+    """The manifest's class names, else the names in the ``prob_<class>`` columns."""
     stored = manifest.get("class_names")
-    if stored is not None:
-        if len(stored) != len(probs):
-            raise DataError(
-                f"{run_dir / rundir.MANIFEST} lists {len(stored)} class names but predictions "
-                f"have {len(probs)} prob_ columns; the run directory is inconsistent"
-            )
-        class_names = [str(s) for s in stored]
-    shifts = {
-        str(s["name"]): s for s in manifest.get("shifts", []) if isinstance(s, dict) and "name" in s
-    }
-    return Source(run, run_dir, dataset, fmt, shifts), probs, class_names
+    if stored is None:
+        return [c[len(rundir.PROB_PREFIX) :] for c in probs]
+    if len(stored) != len(probs):
+        raise DataError(
+            f"{run_dir / rundir.MANIFEST} lists {len(stored)} class names but predictions "
+            f"have {len(probs)} prob_ columns; the run directory is inconsistent"
+        )
+    return [str(s) for s in stored]
 
 
 def _chunks(dataset: Any, columns: list[str]) -> Iterator[pa.Table]:
@@ -389,46 +448,78 @@ def _scan(source: Source, sets: StudySets) -> tuple[pd.DataFrame, pd.DataFrame]:
         sample_id, label, dataset (distinct).
     """
     keys = ["shift", "magnitude", "checkpoint", "label", "dataset"]
-    n_sets = len(sets.names)
     counts: dict[tuple[str, float, str, int, str], int] = {}
     ids: dict[str, list[np.ndarray]] = {}  # shift -> (sample_id << 20 | label) arrays
     try:
         for part, batch in _fragment_batches(source.dataset, [*keys, "sample_id"]):
             if batch.num_rows == 0:
                 continue
-            names = batch.schema.names
-            if "shift" in names:
-                s_codes, s_names = _codes(batch.column(names.index("shift")))
-            else:
-                s_codes, s_names = np.zeros(batch.num_rows, np.int64), [part["shift"]]
-            c_codes, c_names = _codes(batch.column(names.index("checkpoint")))
-            mags = batch.column(names.index("magnitude")).to_numpy(zero_copy_only=False)
-            labels = batch.column(names.index("label")).to_numpy(zero_copy_only=False)
-            sids = batch.column(names.index("sample_id")).to_numpy(zero_copy_only=False)
-            labels, sids = labels.astype(np.int64), sids.astype(np.int64)
-            key = (s_codes.astype(np.int64) * len(c_names) + c_codes) * n_sets
-            key = (key + sets.codes(source.run, sids)) * _LABELS + labels
-            for mag in np.unique(mags):
-                sel = mags == mag
-                uniq, n = np.unique(key[sel], return_counts=True)
-                for u, c in zip(uniq.tolist(), n.tolist(), strict=True):
-                    scd, label = divmod(u, _LABELS)
-                    sc, di = divmod(scd, n_sets)
-                    si, ci = divmod(sc, len(c_names))
-                    k = (str(s_names[si]), float(mag), str(c_names[ci]), label, sets.names[di])
-                    counts[k] = counts.get(k, 0) + c
-            for si, name in enumerate(s_names):
-                sel = s_codes == si
-                got = ids.setdefault(str(name), [])
-                got.append(np.unique((sids[sel] << 20) | labels[sel]))
-                if len(got) >= 64:  # keep the distinct ids compact while scanning
-                    ids[str(name)] = [np.unique(np.concatenate(got))]
+            s_codes, s_names, sids, labels = _scan_batch(source, sets, part, batch, counts)
+            _add_ids(ids, s_codes, s_names, sids, labels)
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"cannot read {_where(source)}: {e}") from e
     grid = pd.DataFrame([(*k, n) for k, n in counts.items()], columns=[*keys, "n"])
     grid = grid.sort_values(keys, ignore_index=True).astype(
         {"magnitude": np.float64, "label": np.int64, "n": np.int64}
     )
+    return grid, _ids_frame(source, sets, ids)
+
+
+def _scan_batch(
+    source: Source,
+    sets: StudySets,
+    part: dict[str, Any],
+    batch: pa.RecordBatch,
+    counts: dict[tuple[str, float, str, int, str], int],
+) -> tuple[np.ndarray, list[Any], np.ndarray, np.ndarray]:
+    """Add one batch's row counts per cell × label × set to ``counts``.
+
+    Returns:
+        ``(shift codes, shift names, sample ids, labels)`` of the batch's rows.
+    """
+    n_sets = len(sets.names)
+    names = batch.schema.names
+    if "shift" in names:
+        s_codes, s_names = _codes(batch.column(names.index("shift")))
+    else:
+        s_codes, s_names = np.zeros(batch.num_rows, np.int64), [part["shift"]]
+    c_codes, c_names = _codes(batch.column(names.index("checkpoint")))
+    mags = batch.column(names.index("magnitude")).to_numpy(zero_copy_only=False)
+    labels = batch.column(names.index("label")).to_numpy(zero_copy_only=False)
+    sids = batch.column(names.index("sample_id")).to_numpy(zero_copy_only=False)
+    labels, sids = labels.astype(np.int64), sids.astype(np.int64)
+    key = (s_codes.astype(np.int64) * len(c_names) + c_codes) * n_sets
+    key = (key + sets.codes(source.run, sids)) * _LABELS + labels
+    for mag in np.unique(mags):
+        sel = mags == mag
+        uniq, n = np.unique(key[sel], return_counts=True)
+        for u, c in zip(uniq.tolist(), n.tolist(), strict=True):
+            scd, label = divmod(u, _LABELS)
+            sc, di = divmod(scd, n_sets)
+            si, ci = divmod(sc, len(c_names))
+            k = (str(s_names[si]), float(mag), str(c_names[ci]), label, sets.names[di])
+            counts[k] = counts.get(k, 0) + c
+    return s_codes, s_names, sids, labels
+
+
+def _add_ids(
+    ids: dict[str, list[np.ndarray]],
+    s_codes: np.ndarray,
+    s_names: list[Any],
+    sids: np.ndarray,
+    labels: np.ndarray,
+) -> None:
+    """Add one batch's distinct ``sample_id << 20 | label`` per shift to ``ids``."""
+    for si, name in enumerate(s_names):
+        sel = s_codes == si
+        got = ids.setdefault(str(name), [])
+        got.append(np.unique((sids[sel] << 20) | labels[sel]))
+        if len(got) >= 64:  # keep the distinct ids compact while scanning
+            ids[str(name)] = [np.unique(np.concatenate(got))]
+
+
+def _ids_frame(source: Source, sets: StudySets, ids: dict[str, list[np.ndarray]]) -> pd.DataFrame:
+    """The distinct ``(shift, sample_id, label, dataset)`` rows of a scan."""
     frames = []
     for name, arrays in ids.items():
         both = np.unique(np.concatenate(arrays))
@@ -443,12 +534,11 @@ def _scan(source: Source, sets: StudySets) -> tuple[pd.DataFrame, pd.DataFrame]:
                 }
             )
         )
-    out = (
+    return (
         pd.concat(frames, ignore_index=True)
         if frames
         else pd.DataFrame(columns=["shift", "sample_id", "label", "dataset"])
     )
-    return grid, out
 
 
 def _checkpoint_table(source: Source, probs: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:
