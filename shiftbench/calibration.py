@@ -36,8 +36,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shiftbench.bootstrap import ResampleWeights, _single_threaded_blas, percentile_interval
-
 __all__ = [
     "CALIBRATION_METRICS",
     "DIRECTION",
@@ -219,26 +217,13 @@ def calibration_metrics(
     seed: int = 0,
     ci: float = 0.95,
 ) -> dict[str, float]:
-    """ECE, Brier and NLL of one cell with percentile bootstrap CIs, as ``cell_metrics`` does.
+    """ECE, Brier and NLL of one cell with percentile bootstrap CIs.
 
-    Uses the same resamples as :func:`shiftbench.metrics.cell_metrics` for the same ``seed``
-    (:class:`shiftbench.bootstrap.ResampleWeights`) and the same one matrix product per block
-    (:func:`weighted_calibration`), so the result can be merged into its output:
-    ``{m, m_ci_low, m_ci_high}`` for ``m`` in ``ece, brier, nll`` (CIs NaN if ``n_boot = 0`` or
-    ``n = 0``). Unlike ``cell_metrics``, a CI is reported from the finite resamples even when
-    the point value is NaN.
+    The calibration columns of :func:`shiftbench.metrics.cell_metrics` (one implementation: the
+    same resamples for the same ``seed`` and the same one matrix product per block):
+    ``{m, m_ci_low, m_ci_high}`` for ``m`` in ``ece, brier, nll`` (CIs NaN if ``n_boot = 0``).
     """
-    labels, probs = _check(labels, probs)
-    n = labels.size
-    rows = n_boot if n and n_boot > 0 else 0
-    boots = np.empty((rows, len(CALIBRATION_METRICS)))  # [B, 3]: ece, brier, nll
-    if rows:
-        terms = calibration_terms(labels, probs)
-        with _single_threaded_blas():
-            for block, counts in ResampleWeights(n, n_boot, seed).count_blocks():
-                boots[block] = weighted_calibration(counts.astype(np.float64), terms)
-    out: dict[str, float] = {}
-    for j, (k, (point, _)) in enumerate(CALIBRATION_METRICS.items()):
-        out[k] = point(labels, probs) if n else float("nan")
-        out[f"{k}_ci_low"], out[f"{k}_ci_high"] = percentile_interval(boots[:, j], ci)
-    return out
+    from shiftbench.metrics import cell_metrics  # shiftbench.metrics imports this module
+
+    out = cell_metrics(labels, probs, n_boot=n_boot, seed=seed, ci=ci)
+    return {k + s: out[k + s] for k in CALIBRATION_METRICS for s in ("", "_ci_low", "_ci_high")}
