@@ -14,7 +14,7 @@ from typing import Any
 
 from shiftbench.errors import UserInputError
 
-__all__ = ["parse_numbers", "split_list"]
+__all__ = ["parse_numbers", "parse_value", "split_list"]
 
 
 def split_list(values: str | Iterable[Any], *, option: str, example: str = "a,b") -> list[str]:
@@ -96,3 +96,31 @@ def _number(item: Any, option: str, integer: bool, example: str) -> Any:
             raise UserInputError(f"{option}: {item!r} is not a whole number; e.g. {example}")
         return int(value)
     return value
+
+
+def parse_value(text: str, *, option: str) -> Any:
+    """A parameter value typed on the command line (``--param``), converted the one way.
+
+    ``"3"`` → 3, ``"0.5"`` → 0.5, ``"true"``/``"false"`` → bool, ``"none"`` → None,
+    ``"0,255,0"`` → ``(0, 255, 0)`` (items converted the same way); anything else stays a string.
+
+    Raises:
+        UserInputError: an empty item in a comma list (``"0,,255"``).
+    """
+    if "," in text:
+        return tuple(_scalar(v) for v in split_list(text, option=option, example="255,0,0"))
+    return _scalar(text)
+
+
+def _scalar(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

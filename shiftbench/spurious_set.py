@@ -60,6 +60,7 @@ import pandas as pd
 import torch
 
 from shiftbench.errors import DataError, UserInputError
+from shiftbench.lists import parse_value
 from shiftbench.shifts.base import Shift, derive_seed
 
 __all__ = [
@@ -118,18 +119,6 @@ def parse_artifact(spec: str) -> tuple[str, float]:
     return name, value
 
 
-def _parse_value(text: str) -> Any:
-    """``"3"`` → 3, ``"0.5"`` → 0.5, ``"0,255,0"`` → (0, 255, 0), anything else stays a string."""
-    if "," in text:
-        return tuple(_parse_value(t.strip()) for t in text.split(","))
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_param(text: str) -> tuple[str, Any]:
     """``"frequency=0.1"`` → ``("frequency", 0.1)``; numbers and comma lists are converted.
 
@@ -139,7 +128,7 @@ def parse_param(text: str) -> tuple[str, Any]:
     key, sep, value = str(text).partition("=")
     if not sep or not key.strip():
         raise UserInputError(f"--param {text!r} must be NAME=VALUE, e.g. frequency=0.1")
-    return key.strip(), _parse_value(value.strip())
+    return key.strip(), parse_value(value.strip(), option="--param")
 
 
 def parse_degradation(values: str | Sequence[float]) -> list[float]:

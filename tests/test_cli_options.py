@@ -79,7 +79,7 @@ def test_param_options_are_typed():
     )
     assert params == {
         "sharpen": {"mode": "kernel"},
-        "cutout": {"fill": [255, 0, 0], "patch_size": 4},
+        "cutout": {"fill": (255, 0, 0), "patch_size": 4},
         "x": {"flag": True},
     }
     for bad in (["sharpen=kernel"], ["mode=kernel"], [".mode=kernel"], ["sharpen.mode"]):
@@ -217,3 +217,22 @@ def test_train_accepts_the_deprecated_input_size(cli, tmp_path, monkeypatch):
     assert seen["input_size"] == 32 and seen["progress"] is False
     code, _, err = cli(*base, "--seeds", "0,0.5")
     assert code == 2 and err.strip() == "error: --seeds: '0.5' is not a whole number; e.g. 0,1,2"
+
+
+def test_one_parameter_parser_for_run_preview_spurious_and_spectrum():
+    # --param of run/preview (SHIFT.KEY=VALUE) and of make-spurious-set/spectrum (KEY=VALUE)
+    # convert values the same way.
+    from shiftbench.spurious_set import parse_param
+
+    for text, want in (
+        ("3", 3),
+        ("0.5", 0.5),
+        ("true", True),
+        ("none", None),
+        ("0,255,0", (0, 255, 0)),
+        ("kernel", "kernel"),
+    ):
+        assert parse_param(f"k={text}") == ("k", want)
+        assert parse_param_options([f"s.k={text}"]) == {"s": {"k": want}}
+    with pytest.raises(UserInputError, match="--param"):
+        parse_param("fill=0,,255")

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from shiftbench.errors import UserInputError
-from shiftbench.lists import parse_numbers, split_list
+from shiftbench.lists import parse_numbers, parse_value, split_list
 
 __all__ = [
     "DeviceOption",
@@ -166,28 +166,8 @@ def parse_param_options(values: Sequence[str] | None) -> dict[str, dict[str, Any
         params = out.setdefault(shift, {})
         if key in params:
             raise UserInputError(f"--param {shift}.{key} is given twice; give it once")
-        params[key] = _param_value(raw.strip())
+        params[key] = parse_value(raw.strip(), option="--param")
     return out
-
-
-def _param_value(text: str) -> Any:
-    if "," in text:
-        return [_scalar(v) for v in split_list(text, option="--param", example="255,0,0")]
-    return _scalar(text)
-
-
-def _scalar(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered == "none":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def shift_names(values: Sequence[str]) -> list[str]:
