@@ -81,3 +81,13 @@ def cli(capsys):
         return code, out, err
 
     return _run
+
+
+def one_error_line(code: int, err: str) -> str:
+    """The CLI's user-error contract: exit code 2, one ``error:`` line ending stderr (warnings
+    may precede it), no traceback. Returns that line."""
+    assert code == 2, err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    assert "Traceback" not in err
+    return errors[0]

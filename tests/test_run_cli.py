@@ -16,6 +16,7 @@ from _models import (
     tiny_model,
     write_oral_folder,
 )
+from conftest import one_error_line
 
 from shiftbench import read_predictions
 from shiftbench.registry import list_shifts
@@ -29,14 +30,6 @@ def env(tmp_path_factory):
     data = write_oral_folder(root / "data", n_per_class=4)
     ckpt = save_tiny_checkpoint(root / "a.pt", class_names=CLASS_NAMES)
     return root, data, ckpt
-
-
-def _one_error_line(code: int, err: str) -> str:
-    assert code == 2, err
-    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err  # one line, at the end
-    assert "Traceback" not in err
-    return errors[0]
 
 
 def test_run_all_shifts_and_summary(cli, env, tmp_path):
@@ -130,7 +123,7 @@ def test_bare_state_dict_with_arch(cli, env, tmp_path):
         "--workers",
         "0",
     ]
-    line = _one_error_line(*cli(*args)[::2])
+    line = one_error_line(*cli(*args)[::2])
     assert "bare state_dict" in line and "--arch" in line
     code, _, err = cli(*args, "--arch", TINY_ARCH)
     assert code == 0, err
@@ -141,7 +134,7 @@ def test_bare_state_dict_with_arch(cli, env, tmp_path):
 
 def test_unknown_shift(cli, env, tmp_path):
     _root, data, ckpt = env
-    line = _one_error_line(
+    line = one_error_line(
         *cli("run", "--ckpt", ckpt, "--data", data, "--shift", "blurr", "--out", tmp_path / "o")[
             ::2
         ]
@@ -152,7 +145,7 @@ def test_unknown_shift(cli, env, tmp_path):
 
 def test_magnitude_out_of_range(cli, env, tmp_path):
     _root, data, ckpt = env
-    line = _one_error_line(
+    line = one_error_line(
         *cli(
             "run",
             "--ckpt",
@@ -168,7 +161,7 @@ def test_magnitude_out_of_range(cli, env, tmp_path):
         )[::2]
     )
     assert "sharpen: magnitude 1.5 out of range; valid: numbers in [0, 1]" in line
-    line = _one_error_line(
+    line = one_error_line(
         *cli(
             "run",
             "--ckpt",
@@ -188,7 +181,7 @@ def test_magnitude_out_of_range(cli, env, tmp_path):
 
 def test_missing_and_empty_data(cli, env, tmp_path):
     _root, _data, ckpt = env
-    line = _one_error_line(
+    line = one_error_line(
         *cli(
             "run",
             "--ckpt",
@@ -203,7 +196,7 @@ def test_missing_and_empty_data(cli, env, tmp_path):
     )
     assert "data not found" in line
     (tmp_path / "empty").mkdir()
-    line = _one_error_line(
+    line = one_error_line(
         *cli(
             "run",
             "--ckpt",
@@ -223,7 +216,7 @@ def test_labels_outside_num_classes(cli, env, tmp_path):
     _root, data, ckpt = env
     first = sorted((data / "OSCC").iterdir())[0]
     (tmp_path / "m.csv").write_text(f"path,label\n{first},1\n{first},3\n")
-    line = _one_error_line(
+    line = one_error_line(
         *cli(
             "run",
             "--ckpt",
@@ -243,7 +236,7 @@ def test_arch_mismatch_names_keys(cli, env, tmp_path):
     _root, data, _ = env
     sd = tmp_path / "weights.pt"
     torch.save(tiny_model(2, 0).state_dict(), sd)
-    line = _one_error_line(
+    line = one_error_line(
         *cli(
             "run",
             "--ckpt",
@@ -267,7 +260,7 @@ def test_arch_mismatch_names_keys(cli, env, tmp_path):
 def test_untrusted_pickle(cli, env, tmp_path):
     _root, data, _ = env
     torch.save(tiny_model(2, 0), tmp_path / "whole.pt")
-    line = _one_error_line(
+    line = one_error_line(
         *cli(
             "run",
             "--ckpt",
@@ -288,7 +281,7 @@ def test_nan_logits_fail_loud_and_keep_finished_batches(cli, env, tmp_path):
     # forward calls: 1 probe, then 2 per batch (clean + sharpen 1): batch 1 gets NaN
     torch.save(NaNAfter(tiny_model(2, 0), ok_calls=3), tmp_path / "nan.pt")
     out = tmp_path / "o"
-    line = _one_error_line(
+    line = one_error_line(
         *cli(
             "run",
             "--ckpt",
@@ -337,11 +330,11 @@ def test_out_dir_with_another_run(cli, env, tmp_path):
     ]
     assert cli(*base)[0] == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    line = _one_error_line(*cli(*base, "--seed", "1")[::2])
+    line = one_error_line(*cli(*base, "--seed", "1")[::2])
     assert "holds a different run (seed: 0 → 1)" in line and "--overwrite" in line
-    line = _one_error_line(*cli(*base)[::2])
+    line = one_error_line(*cli(*base)[::2])
     assert "already holds a run" in line and "--resume" in line
-    line = _one_error_line(*cli(*base, "--resume", "--overwrite")[::2])
+    line = one_error_line(*cli(*base, "--resume", "--overwrite")[::2])
     assert "exclude each other" in line
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert after == before, "a refused run must not touch the directory"
@@ -373,7 +366,7 @@ def test_strict_fails_on_an_unreadable_file(cli, env, tmp_path):
         "--n-boot",
         "0",
     ]
-    line = _one_error_line(*cli(*args, "--strict", "--out", tmp_path / "s")[::2])
+    line = one_error_line(*cli(*args, "--strict", "--out", tmp_path / "s")[::2])
     assert "zz_broken.jpg" in line and "strict" in line
     code, _, err = cli(*args, "--out", tmp_path / "ok")
     assert code == 0 and "skipping unreadable image" in err and "zz_broken.jpg" in err
@@ -383,7 +376,7 @@ def test_unavailable_device(cli, env, tmp_path):
     _, data, ckpt = env
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    line = _one_error_line(
+    line = one_error_line(
         *cli(
             "run",
             "--ckpt",
@@ -399,7 +392,7 @@ def test_unavailable_device(cli, env, tmp_path):
         )[::2]
     )
     assert "CUDA is not available" in line and "--device cpu" in line
-    line = _one_error_line(
+    line = one_error_line(
         *cli(
             "run",
             "--ckpt",

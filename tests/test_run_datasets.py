@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from _models import CLASS_NAMES, _small_rgb, _write_image, oral_rows, save_tiny_checkpoint
+from conftest import one_error_line
 
 from shiftbench import read_predictions
 from shiftbench.data import make_loader, open_dataset
@@ -143,14 +144,6 @@ def test_bare_paths_are_named_after_their_folder_and_limit_is_per_set(cli, env, 
     assert metrics["n"].tolist() == [3, 3]
 
 
-def _one_error_line(code: int, err: str) -> str:
-    assert code == 2, err
-    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    assert "Traceback" not in err
-    return errors[0]
-
-
 @pytest.mark.parametrize(
     ("specs", "message"),
     [
@@ -167,7 +160,7 @@ def test_bad_data_options_are_one_line_and_write_nothing(cli, env, tmp_path, spe
         args += ["--data", s.format(a=internal, b=external)]
     out = tmp_path / "out"
     code, _, err = cli("run", "--ckpt", ckpt, *args, "--shift", "eosin", "--out", out)
-    assert message in _one_error_line(code, err)
+    assert message in one_error_line(code, err)
     assert not out.exists() or not any(out.iterdir())
 
 

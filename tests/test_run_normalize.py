@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from _models import CLASS_NAMES, oral_rows, save_tiny_checkpoint, tiny_model
-from conftest import HE_IMAGES, ORAL, read_rgb
+from conftest import HE_IMAGES, ORAL, one_error_line, read_rgb
 
 import shiftbench
 from shiftbench.errors import RunError
@@ -192,14 +192,6 @@ def test_resume_keeps_the_counts_and_refuses_another_normalisation(env, tmp_path
         )  # fmt: skip
 
 
-def _one_error_line(code: int, err: str) -> str:
-    assert code == 2, err
-    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    assert "Traceback" not in err
-    return errors[0]
-
-
 def test_cli_bad_normalisation_options_are_one_line_and_write_nothing(cli, env, tmp_path):
     _root, raw, ckpts, _runs = env
     white = tmp_path / "white.png"
@@ -220,7 +212,7 @@ def test_cli_bad_normalisation_options_are_one_line_and_write_nothing(cli, env, 
             "run", "--ckpt", ckpts[0], "--data", raw, "--shift", "blur", "--magnitudes", "1",
             "--out", out, "--no-progress", *extra,
         )  # fmt: skip
-        assert expected in _one_error_line(code, err), err
+        assert expected in one_error_line(code, err), err
         assert not out.exists()
 
 

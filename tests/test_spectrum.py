@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _models import CLASS_NAMES, save_tiny_checkpoint, write_oral_folder
+from conftest import one_error_line
 
 from shiftbench.spectrum import priority_profiles, radial_profile, spectrum
 
@@ -211,13 +212,6 @@ def test_cli_writes_tables_figures_heatmap(cli, env, tmp_path):
     assert "spectrum.csv" in stdout
 
 
-def _one_error_line(code: int, err: str) -> str:
-    assert code == 2, err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
@@ -235,13 +229,13 @@ def test_cli_bad_input_one_line(cli, env, tmp_path, extra, needle):
     _root, data, a, _b = env
     args = ["spectrum", "--ckpt", a, "--data", data, "--out", tmp_path / "o", "--limit", "2"]
     code, _, err = cli(*args, *extra)
-    assert needle in _one_error_line(code, err)
+    assert needle in one_error_line(code, err)
 
 
 def test_cli_missing_checkpoint(cli, env, tmp_path):
     _root, data, _a, _b = env
     code, _, err = cli("spectrum", "--ckpt", tmp_path / "x.pt", "--data", data, "--out", tmp_path)
-    assert "not found" in _one_error_line(code, err)
+    assert "not found" in one_error_line(code, err)
 
 
 def test_cli_ring_artifact_with_param_peaks_at_its_frequency(cli, env, tmp_path):
