@@ -5,7 +5,9 @@ checkpoints, one plain run and one ``--normalize macenko`` run, then one leaderb
 per set, groups ``sd``, ``sd+macenko``, ``wd``, ``wd+macenko``) and the ladder of sets with a
 calibration metric. The independent reference for the ladder is the runner's own metrics.csv
 (computed by the metrics step, not by the report code): the ladder's mean and SD per set and
-group must equal numpy's mean and SD (ddof 1) over the seeds' clean-cell values there.
+group must equal numpy's mean and SD (ddof 1) over the seeds' clean-cell values there. Both
+paths call the same ECE function (tested against direct loops in tests/test_calibration.py);
+what this checks is which rows each set, condition and group gets.
 """
 
 from __future__ import annotations
